@@ -1,0 +1,39 @@
+"""Alembic environment for pgqueue: version table and objects live in schema `pgqueue`."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import text
+
+from pgqueue.schema import SCHEMA, metadata
+
+# Any constant works; it only has to be the same for every process running migrations at once.
+MIGRATION_LOCK_ID = 0x70677175  # "pgqu"
+
+
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    # Only our schema: the user's own tables in the same database are none of our business.
+    schema = getattr(obj, "schema", None)
+    if type_ == "table":
+        return schema == SCHEMA
+    return True
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes["connection"]
+    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table="alembic_version",
+        version_table_schema=SCHEMA,
+        include_schemas=True,
+        include_object=include_object,
+        transaction_per_migration=False,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()

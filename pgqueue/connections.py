@@ -1,0 +1,108 @@
+"""Running pgqueue's SQL on whatever connection the caller hands over, and opening our own."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pgqueue.errors import DatabaseUnavailableError, InvalidJobError
+
+# TCP keepalives make a silently dead connection (a cut cable, a vanished host) fail in about
+# 20 s instead of hanging for the kernel's two hours; they cost no statements.
+KEEPALIVE_KWARGS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 2,
+    "connect_timeout": 10,
+}
+
+
+def connect_kwargs(dsn: str) -> dict[str, Any]:
+    """Keepalives apply to TCP only; a Unix-socket DSN (the embedded server) must not carry them."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    host = str(info.get("host") or "")
+    if not host or host.startswith("/"):
+        return {"connect_timeout": 10}
+    return dict(KEEPALIVE_KWARGS)
+
+
+def unavailable(exc: BaseException) -> DatabaseUnavailableError:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatabaseUnavailableError(f"database unavailable: {first_line}")
+
+
+def execute_in(connection: Any, query: LiteralString, params: dict[str, Any]) -> Sequence[Any]:
+    """Run `query` inside the caller's transaction: psycopg Connection, SQLAlchemy Connection or Session."""
+    if isinstance(connection, psycopg.Connection):
+        return connection.execute(query, params).fetchall()
+    sa_connection = _sqlalchemy_connection(connection)
+    return sa_connection.exec_driver_sql(query, params).fetchall()
+
+
+async def execute_in_async(connection: Any, query: LiteralString, params: dict[str, Any]) -> Sequence[Any]:
+    """The same for psycopg AsyncConnection, SQLAlchemy AsyncConnection or AsyncSession."""
+    if isinstance(connection, psycopg.AsyncConnection):
+        cursor = await connection.execute(query, params)
+        return await cursor.fetchall()
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    if isinstance(connection, AsyncSession):
+        connection = await connection.connection()
+    if isinstance(connection, AsyncConnection):
+        _check_driver(connection.dialect.driver)
+        result = await connection.exec_driver_sql(query, params)
+        return result.fetchall()
+    if isinstance(connection, psycopg.Connection):
+        return execute_in(connection, query, params)
+    raise InvalidJobError(f"cannot enqueue on a {type(connection).__name__}: pass a psycopg or SQLAlchemy connection")
+
+
+def _sqlalchemy_connection(connection: Any) -> Any:
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
+
+    if isinstance(connection, Session):
+        connection = connection.connection()
+    if not isinstance(connection, Connection):
+        raise InvalidJobError(
+            f"cannot enqueue on a {type(connection).__name__}: pass a psycopg Connection or a SQLAlchemy "
+            "Connection or Session (for async ones use enqueue_async)"
+        )
+    _check_driver(connection.dialect.driver)
+    return connection
+
+
+def _check_driver(driver: str) -> None:
+    # Our statements use the pyformat placeholders of the psycopg family.
+    if driver not in ("psycopg", "psycopg2", "psycopg_async"):
+        raise InvalidJobError(f"SQLAlchemy driver {driver!r} is not supported: use postgresql+psycopg")
+
+
+def open_pool(dsn: str, max_size: int) -> ConnectionPool:
+    pool = ConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, **connect_kwargs(dsn)},
+        open=False,
+        name="pgqueue",
+    )
+    pool.open(wait=True, timeout=15)
+    return pool
+
+
+async def open_async_pool(dsn: str, max_size: int) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, **connect_kwargs(dsn)},
+        open=False,
+        name="pgqueue-async",
+    )
+    await pool.open(wait=True, timeout=15)
+    return pool

@@ -1,0 +1,20 @@
+"""Durations written the way people write them: 10s, 5m, 2h, 1d, 1h30m, or plain seconds."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse '90', '10s', '5m', '2h', '1d', '1h30m'; raises ValueError with the reason."""
+    value = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", value):
+        return timedelta(seconds=float(value))
+    parts = _PART.findall(value)
+    if not value or not parts or "".join(number + unit for number, unit in parts) != value:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 5m, 2h, 1d or 1h30m")
+    return timedelta(seconds=sum(float(number) * _UNITS[unit] for number, unit in parts))

@@ -1,0 +1,26 @@
+"""Exceptions pgqueue raises; each message is one line a user can act on."""
+
+from __future__ import annotations
+
+
+class PgQueueError(Exception):
+    """Base class of pgqueue's own errors."""
+
+
+class UnknownTaskError(PgQueueError, LookupError):
+    """No task of that name is registered on the queue."""
+
+
+class InvalidJobError(PgQueueError, ValueError):
+    """Arguments or options that cannot make a job (not JSON, wrong signature, negative delay...)."""
+
+
+class SchemaMissingError(PgQueueError):
+    """The database has no pgqueue schema yet."""
+
+    def __init__(self) -> None:
+        super().__init__("the pgqueue tables do not exist in this database: run `pgqueue migrate` first")
+
+
+class DatabaseUnavailableError(PgQueueError):
+    """The database could not be reached or the statement's commit failed."""

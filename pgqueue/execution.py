@@ -1,0 +1,159 @@
+"""Running one job's handler: sync ones on daemon threads, async ones on the loop; the outcome as data."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import queue as stdlib_queue
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgqueue.tasks import Task
+
+TRACEBACK_LIMIT = 4000
+
+
+@dataclass
+class JobContext:
+    """What a running handler can learn about its job: `pgqueue.current_job()`."""
+
+    id: int
+    task: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was cancelled or its worker is shutting down past the grace period.
+
+        Long sync handlers should check it between steps and return early; async handlers are
+        cancelled for them (CancelledError).
+        """
+        return self.cancel_event.is_set()
+
+
+_current_job: contextvars.ContextVar[JobContext] = contextvars.ContextVar("pgqueue_current_job")
+
+
+def current_job() -> JobContext:
+    """The job this handler is running for; raises LookupError outside a handler."""
+    return _current_job.get()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended. `permanent` failures are not retried (the job can never succeed as is)."""
+
+    ok: bool
+    result_json: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    permanent: bool = False
+
+
+class HandlerThreads:
+    """Daemon threads for sync handlers, started on demand.
+
+    Daemon threads, unlike ThreadPoolExecutor's, never keep the process alive: a handler stuck past the
+    shutdown grace period must not stop the worker from handing its job back and exiting.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._work: stdlib_queue.SimpleQueue[tuple[asyncio.Future[Any], Callable[[], Any]] | None] = (
+            stdlib_queue.SimpleQueue()
+        )
+        self._idle = 0
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self._loop.create_future()
+        with self._lock:
+            if self._idle == 0:
+                thread = threading.Thread(target=self._serve, name=f"pgqueue-handler-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                self._idle += 1
+                thread.start()
+            self._idle -= 1
+        self._work.put((future, call))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            future, call = item
+            try:
+                result = call()
+            except BaseException as exc:  # a handler's SystemExit must end its job, not its thread
+                self._loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                self._loop.call_soon_threadsafe(_settle, future, result, None)
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._work.put(None)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():  # timed out or cancelled meanwhile
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+async def run_handler(task: Task | None, name: str, args: Any, context: JobContext, threads: HandlerThreads) -> Outcome:
+    """Run one attempt; every failure becomes an Outcome (CancelledError alone propagates)."""
+    if task is None:
+        return Outcome(ok=False, error=f"unknown task {name!r}: no handler registered in this worker", permanent=True)
+    if not isinstance(args, dict):
+        return Outcome(ok=False, error=f"args must be a JSON object, got {type(args).__name__}", permanent=True)
+    try:
+        task.signature.bind(**args)
+    except TypeError as exc:
+        return Outcome(ok=False, error=f"arguments do not fit task {name!r}: {exc}", permanent=True)
+
+    _current_job.set(context)
+    try:
+        if task.is_async:
+            result = await asyncio.wait_for(task.fn(**args), task.timeout)
+        else:
+            call_context = contextvars.copy_context()
+            future = threads.submit(lambda: call_context.run(task.fn, **args))
+            result = await asyncio.wait_for(future, task.timeout)
+    except TimeoutError:
+        context.cancel_event.set()  # a sync handler can notice and stop; its slot is free already
+        return Outcome(ok=False, error=f"timed out after {task.timeout:g} s")
+    except asyncio.CancelledError:
+        context.cancel_event.set()
+        raise
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt in a handler fail the job only
+        return Outcome(ok=False, error=_describe(exc), traceback=_short_traceback(exc))
+    if result is None:
+        return Outcome(ok=True)
+    try:
+        return Outcome(ok=True, result_json=json.dumps(result, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        return Outcome(ok=False, error=f"handler returned a value that is not JSON-serialisable: {exc}", permanent=True)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _short_traceback(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    return text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:]

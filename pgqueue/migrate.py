@@ -1,0 +1,62 @@
+"""Apply pgqueue's Alembic migrations, from a checkout or from the installed wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from pgqueue.schema import SCHEMA
+
+
+def migrations_dir() -> Path:
+    packaged = Path(__file__).parent / "_migrations"  # inside the wheel
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "migrations"  # a source checkout
+
+
+def engine_for(dsn: str) -> sa.Engine:
+    """A SQLAlchemy engine on psycopg 3 that accepts any libpq DSN (URI or key=value)."""
+    return sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=sa.pool.NullPool
+    )
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return config
+
+
+def upgrade(dsn: str, revision: str = "head") -> None:
+    """Bring the database to `revision`; safe to run concurrently and repeatedly."""
+    config = alembic_config()
+    engine = engine_for(dsn)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(dsn: str) -> str | None:
+    engine = engine_for(dsn)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"version_table_schema": SCHEMA, "version_table": "alembic_version"}
+            )
+            return context.get_current_revision()
+    finally:
+        engine.dispose()

@@ -1,0 +1,334 @@
+"""Queue: the task registry and enqueueing, into the caller's transaction or pgqueue's own connection."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, LiteralString, overload
+
+import psycopg
+import psycopg.errors
+from psycopg_pool import PoolTimeout
+
+from pgqueue import connections
+from pgqueue.errors import InvalidJobError, SchemaMissingError, UnknownTaskError
+from pgqueue.retry import DEFAULT_BACKOFF, RetryPolicy
+from pgqueue.settings import resolve_dsn
+from pgqueue.sql import QUERIES
+from pgqueue.tasks import Task
+
+DEFAULT_QUEUE = "default"
+ZERO = timedelta(0)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for `enqueue_many`."""
+
+    task: str
+    args: dict[str, Any] | None = None
+    queue: str | None = None
+    delay: timedelta | float | None = None
+    run_at: datetime | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+
+
+class Queue:
+    """Registers tasks and enqueues jobs for them.
+
+    `dsn` defaults to PGQUEUE_DSN, then DATABASE_URL, else the embedded server, resolved on first use.
+    """
+
+    def __init__(self, dsn: str | None = None, *, max_attempts: int = 5, pool_size: int = 4) -> None:
+        self._dsn = dsn
+        self.default_max_attempts = max_attempts
+        self.pool_size = pool_size
+        self.tasks: dict[str, Task] = {}
+        self.periodic_tasks: list[Any] = []
+        self._pool: Any = None
+        self._async_pool: Any = None
+        self._lock = threading.Lock()
+
+    # -- configuration --------------------------------------------------------------------------
+
+    @property
+    def dsn(self) -> str:
+        if self._dsn is None:
+            self._dsn = resolve_dsn(None)
+        return self._dsn
+
+    @dsn.setter
+    def dsn(self, value: str) -> None:
+        self._dsn = value
+
+    # -- registry -------------------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[..., Any], /) -> Task: ...
+    @overload
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        retry: RetryPolicy = DEFAULT_BACKOFF,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        retry: RetryPolicy = DEFAULT_BACKOFF,
+        timeout: float | None = None,
+    ) -> Task | Callable[[Callable[..., Any]], Task]:
+        """Register a handler (sync or async) as a task: `@queue.task` or `@queue.task(name=...)`."""
+
+        def register(handler: Callable[..., Any]) -> Task:
+            task_name = name or handler.__name__
+            if task_name in self.tasks:
+                raise ValueError(f"task {task_name!r} is already registered")
+            if max_attempts is not None and max_attempts < 1:
+                raise ValueError("max_attempts must be at least 1")
+            if timeout is not None and timeout <= 0:
+                raise ValueError("timeout must be positive")
+            registered = Task(
+                name=task_name,
+                fn=handler,
+                queue_name=queue,
+                priority=priority,
+                max_attempts=max_attempts,
+                retry=retry,
+                timeout=timeout,
+                owner=self,
+            )
+            self.tasks[task_name] = registered
+            return registered
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTaskError(f"unknown task {name!r} (registered: {known})") from None
+
+    # -- enqueue --------------------------------------------------------------------------------
+
+    def job_params(
+        self,
+        task: str | Task,
+        args: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        delay: timedelta | float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        dedup_key: str | None = None,
+        schedule: str | None = None,
+    ) -> dict[str, Any]:
+        """Validate one job and return the bound parameters of `insert_job`; raises before any I/O."""
+        definition = self.get_task(task.name if isinstance(task, Task) else task)
+        args = {} if args is None else args
+        if not isinstance(args, dict):
+            raise InvalidJobError(f"args of task {definition.name!r} must be a dict of keyword arguments")
+        try:
+            args_json = json.dumps(args, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidJobError(f"args of task {definition.name!r} are not JSON-serialisable: {exc}") from None
+        definition.check_args(args)
+        if run_at is not None and delay is not None:
+            raise InvalidJobError("give either delay or run_at, not both")
+        if run_at is not None and run_at.tzinfo is None:
+            raise InvalidJobError("run_at must be timezone-aware (e.g. datetime.now(timezone.utc))")
+        delay_td = _as_timedelta(delay)
+        attempts = max_attempts if max_attempts is not None else definition.max_attempts
+        attempts = attempts if attempts is not None else self.default_max_attempts
+        if attempts < 1:
+            raise InvalidJobError("max_attempts must be at least 1")
+        return {
+            "queue": queue or definition.queue_name,
+            "task": definition.name,
+            "args": args_json,
+            "priority": definition.priority if priority is None else int(priority),
+            "max_attempts": attempts,
+            "run_at": run_at,
+            "delay": delay_td,
+            "dedup_key": dedup_key,
+            "schedule": schedule,
+        }
+
+    def enqueue(
+        self,
+        task: str | Task,
+        args: dict[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        queue: str | None = None,
+        delay: timedelta | float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
+        """Insert one job and return its id.
+
+        With `connection` (a psycopg Connection, a SQLAlchemy Connection or Session) the job joins that
+        transaction: it exists only if the caller commits. Without it, pgqueue commits on its own.
+        """
+        params = self.job_params(
+            task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts
+        )
+        rows = self._execute(connection, QUERIES["insert_job"], params)
+        return int(rows[0][0])
+
+    def enqueue_many(
+        self, jobs: Iterable[JobSpec | tuple[str, dict[str, Any]]], *, connection: Any = None
+    ) -> list[int]:
+        """Insert a batch of jobs in one statement (all or none); returns their ids in order."""
+        params = self._batch_params(jobs)
+        if not params["tasks"]:
+            return []
+        rows = self._execute(connection, QUERIES["insert_jobs"], params)
+        return [int(row[0]) for row in rows]
+
+    async def enqueue_async(
+        self,
+        task: str | Task,
+        args: dict[str, Any] | None = None,
+        *,
+        connection: Any = None,
+        queue: str | None = None,
+        delay: timedelta | float | None = None,
+        run_at: datetime | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
+        """`enqueue` for asyncio code: psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession."""
+        params = self.job_params(
+            task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts
+        )
+        rows = await self._execute_async(connection, QUERIES["insert_job"], params)
+        return int(rows[0][0])
+
+    async def enqueue_many_async(
+        self, jobs: Iterable[JobSpec | tuple[str, dict[str, Any]]], *, connection: Any = None
+    ) -> list[int]:
+        params = self._batch_params(jobs)
+        if not params["tasks"]:
+            return []
+        rows = await self._execute_async(connection, QUERIES["insert_jobs"], params)
+        return [int(row[0]) for row in rows]
+
+    def _batch_params(self, jobs: Iterable[JobSpec | tuple[str, dict[str, Any]]]) -> dict[str, list[Any]]:
+        columns: dict[str, list[Any]] = {
+            key: [] for key in ("queues", "tasks", "args", "priorities", "max_attempts", "run_ats", "delays")
+        }
+        for job in jobs:
+            spec = job if isinstance(job, JobSpec) else JobSpec(task=job[0], args=job[1])
+            one = self.job_params(
+                spec.task,
+                spec.args,
+                queue=spec.queue,
+                delay=spec.delay,
+                run_at=spec.run_at,
+                priority=spec.priority,
+                max_attempts=spec.max_attempts,
+            )
+            columns["queues"].append(one["queue"])
+            columns["tasks"].append(one["task"])
+            columns["args"].append(one["args"])
+            columns["priorities"].append(one["priority"])
+            columns["max_attempts"].append(one["max_attempts"])
+            columns["run_ats"].append(one["run_at"])
+            columns["delays"].append(one["delay"])
+        return columns
+
+    # -- operator actions -----------------------------------------------------------------------
+
+    def retry_failed(
+        self, *, task: str | None = None, queue: str | None = None, ids: Sequence[int] | None = None
+    ) -> int:
+        """Send failed jobs back to pending (attempts reset, error history kept); returns how many."""
+        from pgqueue import admin
+
+        with self._sync_pool().connection() as conn:
+            return admin.retry_failed(conn, task=task, queue=queue, ids=ids)
+
+    def cancel(self, *ids: int) -> list[int]:
+        """Cancel jobs: pending ones at once, running ones are asked to stop. Returns those cancelled."""
+        from pgqueue import admin
+
+        with self._sync_pool().connection() as conn:
+            return admin.cancel(conn, ids)
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _execute(self, connection: Any, query: LiteralString, params: dict[str, Any]) -> Sequence[Any]:
+        try:
+            if connection is not None:
+                return connections.execute_in(connection, query, params)
+            with self._sync_pool().connection() as own:
+                return own.execute(query, params).fetchall()
+        except psycopg.errors.UndefinedTable:
+            raise SchemaMissingError() from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise connections.unavailable(exc) from exc
+
+    async def _execute_async(self, connection: Any, query: LiteralString, params: dict[str, Any]) -> Sequence[Any]:
+        try:
+            if connection is not None:
+                return await connections.execute_in_async(connection, query, params)
+            pool = await self._async_pool_open()
+            async with pool.connection() as own:
+                cursor = await own.execute(query, params)
+                return await cursor.fetchall()
+        except psycopg.errors.UndefinedTable:
+            raise SchemaMissingError() from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise connections.unavailable(exc) from exc
+
+    def _sync_pool(self) -> Any:
+        with self._lock:
+            if self._pool is None:
+                self._pool = connections.open_pool(self.dsn, self.pool_size)
+            return self._pool
+
+    async def _async_pool_open(self) -> Any:
+        if self._async_pool is None:
+            self._async_pool = await connections.open_async_pool(self.dsn, self.pool_size)
+        return self._async_pool
+
+    def close(self) -> None:
+        """Close pgqueue's own connections (the caller's are never touched)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+    async def aclose(self) -> None:
+        if self._async_pool is not None:
+            await self._async_pool.close()
+            self._async_pool = None
+        self.close()
+
+
+def _as_timedelta(delay: timedelta | float | None) -> timedelta:
+    if delay is None:
+        return ZERO
+    value = delay if isinstance(delay, timedelta) else timedelta(seconds=float(delay))
+    if value < ZERO:
+        raise InvalidJobError(f"delay must not be negative (got {value})")
+    return value

@@ -1,0 +1,122 @@
+"""SQLAlchemy metadata for schema `pgqueue`: the source of truth for migrations and user queries."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+SCHEMA = "pgqueue"
+JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+DEFAULT_MAX_ATTEMPTS = 5
+
+metadata = MetaData(schema=SCHEMA)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("queue", Text, nullable=False, server_default="default"),
+    Column("task", Text, nullable=False),
+    Column("args", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("max_attempts", Integer, nullable=False, server_default=str(DEFAULT_MAX_ATTEMPTS)),
+    Column("run_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("error", Text, comment="the last attempt's error message"),
+    Column(
+        "errors",
+        JSONB,
+        nullable=False,
+        server_default=text("'[]'::jsonb"),
+        comment="one object per failed attempt: attempt, at, error, traceback, worker",
+    ),
+    Column("result", JSONB, comment="the handler's return value, when it returned one"),
+    Column("worker_id", Text, comment="the worker holding the job while it runs"),
+    Column("lease_expires_at", DateTime(timezone=True), comment="when a running job counts as lost"),
+    Column("dedup_key", Text, comment="at most one pending or running job per key"),
+    Column("schedule", Text, comment="the periodic schedule that produced the job"),
+    CheckConstraint(f"status IN ({', '.join(repr(s) for s in JOB_STATUSES)})", name="jobs_status_check"),
+    CheckConstraint("max_attempts >= 1", name="jobs_max_attempts_check"),
+    # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
+    Index(
+        "jobs_claim_idx",
+        text("priority DESC"),
+        "run_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index(
+        "jobs_queue_claim_idx",
+        "queue",
+        text("priority DESC"),
+        "run_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+    ),
+    Index("jobs_lease_idx", "lease_expires_at", postgresql_where=text("status = 'running'")),
+    Index(
+        "jobs_dedup_key_idx",
+        "dedup_key",
+        unique=True,
+        postgresql_where=text("dedup_key IS NOT NULL AND status IN ('pending', 'running')"),
+    ),
+    Index("jobs_finished_idx", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
+    Index("jobs_failed_idx", "task", postgresql_where=text("status = 'failed'")),
+)
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("cron", Text, nullable=False),
+    Column("timezone", Text, nullable=False, server_default="UTC"),
+    Column("task", Text, nullable=False),
+    Column("args", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("queue", Text, nullable=False, server_default="default"),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("missed", Text, nullable=False, server_default="latest", comment="latest | backfill"),
+    Column("backfill_limit", Integer, nullable=False, server_default="10"),
+    Column("skip_if_running", Boolean, nullable=False, server_default=text("false")),
+    Column("enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("last_fire_at", DateTime(timezone=True)),
+    Column("next_fire_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("missed IN ('latest', 'backfill')", name="schedules_missed_check"),
+)
+
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column(
+        "schedule",
+        Text,
+        ForeignKey("schedules.name", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("fire_at", DateTime(timezone=True), nullable=False),
+    Column("job_id", BigInteger, comment="null when the fire was skipped"),
+    Column("skipped_reason", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # One row per schedule and fire time: the constraint that makes each fire happen once.
+    PrimaryKeyConstraint("schedule", "fire_at", name="schedule_fires_pkey"),
+)

@@ -1,0 +1,209 @@
+-- pgqueue's statements that matter, one named block each ("-- name: NAME").
+-- Parameters are psycopg named placeholders; they are always bound, never formatted in.
+
+-- name: insert_job
+-- One job. run_at is computed by the server so that worker and web clocks need not agree.
+INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+VALUES (
+    %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
+    COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
+    %(dedup_key)s, %(schedule)s
+)
+RETURNING id;
+
+-- name: insert_jobs
+-- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned).
+INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at)
+SELECT queue, task, args, priority, max_attempts, COALESCE(run_at, now() + delay)
+FROM unnest(
+    %(queues)s::text[], %(tasks)s::text[], %(args)s::jsonb[], %(priorities)s::int[],
+    %(max_attempts)s::int[], %(run_ats)s::timestamptz[], %(delays)s::interval[]
+) AS batch(queue, task, args, priority, max_attempts, run_at, delay)
+RETURNING id;
+
+-- name: claim
+-- Claim up to `limit` runnable jobs of any queue. SKIP LOCKED lets workers claim side by side;
+-- the ORDER BY matches jobs_claim_idx, so this is an index scan however many rows are finished.
+WITH picked AS (
+    SELECT id
+    FROM pgqueue.jobs
+    WHERE status = 'pending' AND run_at <= now()
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE pgqueue.jobs AS job
+SET status = 'running',
+    attempts = job.attempts + 1,
+    started_at = now(),
+    finished_at = NULL,
+    worker_id = %(worker_id)s,
+    lease_expires_at = now() + %(lease)s::interval
+FROM picked
+WHERE job.id = picked.id
+RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts;
+
+-- name: claim_from_queues
+-- The same for named queues: one index scan of jobs_queue_claim_idx per queue, then the best
+-- `limit` of those candidates (the others are unlocked when the statement ends).
+WITH picked AS (
+    SELECT candidate.id
+    FROM unnest(%(queues)s::text[]) AS wanted(queue)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at
+        FROM pgqueue.jobs
+        WHERE queue = wanted.queue AND status = 'pending' AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
+    LIMIT %(limit)s
+)
+UPDATE pgqueue.jobs AS job
+SET status = 'running',
+    attempts = job.attempts + 1,
+    started_at = now(),
+    finished_at = NULL,
+    worker_id = %(worker_id)s,
+    lease_expires_at = now() + %(lease)s::interval
+FROM picked
+WHERE job.id = picked.id
+RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts;
+
+-- name: complete_jobs
+-- Batched acknowledgement. The attempt and worker checks make a late ack of a job that was
+-- rescued, cancelled or handed back a no-op instead of overwriting the newer state.
+UPDATE pgqueue.jobs AS job
+SET status = 'completed',
+    finished_at = now(),
+    lease_expires_at = NULL,
+    result = done.result
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(results)s::jsonb[]) AS done(id, attempt, result)
+WHERE job.id = done.id
+  AND job.attempts = done.attempt
+  AND job.status = 'running'
+  AND job.worker_id = %(worker_id)s;
+
+-- name: fail_jobs
+-- Batched failure: each job goes back to pending after its backoff (retry) or to failed.
+-- Every attempt's error is appended to the history; `error` keeps the last one.
+UPDATE pgqueue.jobs AS job
+SET status = CASE WHEN failure.retry THEN 'pending' ELSE 'failed' END,
+    run_at = CASE WHEN failure.retry THEN now() + failure.delay ELSE job.run_at END,
+    finished_at = CASE WHEN failure.retry THEN NULL ELSE now() END,
+    lease_expires_at = NULL,
+    error = failure.error,
+    errors = job.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', job.attempts,
+        'at', now(),
+        'error', failure.error,
+        'traceback', failure.traceback,
+        'worker', job.worker_id
+    ))
+FROM unnest(
+    %(ids)s::bigint[], %(attempts)s::int[], %(retry)s::bool[], %(delays)s::interval[],
+    %(errors)s::text[], %(tracebacks)s::text[]
+) AS failure(id, attempt, retry, delay, error, traceback)
+WHERE job.id = failure.id
+  AND job.attempts = failure.attempt
+  AND job.status = 'running'
+  AND job.worker_id = %(worker_id)s
+RETURNING job.id, job.status, extract(epoch FROM job.run_at) AS run_at;
+
+-- name: renew_leases
+-- Heartbeat for all of a worker's running jobs in one statement. A job missing from the result
+-- is no longer this worker's (cancelled, or rescued after a lost lease): the worker stops it.
+UPDATE pgqueue.jobs
+SET lease_expires_at = now() + %(lease)s::interval
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker_id = %(worker_id)s
+RETURNING id;
+
+-- name: rescue_lost_jobs
+-- Running jobs whose lease expired belong to a worker that is gone: back to pending (the lost
+-- attempt recorded as an error), or failed when that was their last attempt.
+WITH lost AS (
+    SELECT id
+    FROM pgqueue.jobs
+    WHERE status = 'running' AND lease_expires_at < now()
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE pgqueue.jobs AS job
+SET status = CASE WHEN job.attempts >= job.max_attempts THEN 'failed' ELSE 'pending' END,
+    run_at = now(),
+    finished_at = CASE WHEN job.attempts >= job.max_attempts THEN now() END,
+    lease_expires_at = NULL,
+    error = 'worker lost: lease expired on worker ' || coalesce(job.worker_id, '?'),
+    errors = job.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', job.attempts,
+        'at', now(),
+        'error', 'worker lost: lease expired on worker ' || coalesce(job.worker_id, '?'),
+        'traceback', NULL,
+        'worker', job.worker_id
+    ))
+FROM lost
+WHERE job.id = lost.id
+RETURNING job.id, job.queue, job.status;
+
+-- name: next_run_at
+-- When the earliest pending job of these queues (NULL: all) becomes due, as epoch seconds.
+SELECT extract(epoch FROM min(run_at)) AS run_at
+FROM pgqueue.jobs
+WHERE status = 'pending' AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]));
+
+-- name: notify_queue
+SELECT pg_notify('pgqueue_jobs', json_build_object('queue', %(queue)s::text, 'run_at', 0)::text);
+
+-- name: prune_finished
+-- Retention: delete completed and cancelled jobs finished before the cutoff, a bounded batch at a
+-- time so that pruning never holds long locks. Failed jobs are kept for retry-failed.
+DELETE FROM pgqueue.jobs
+WHERE id IN (
+    SELECT id
+    FROM pgqueue.jobs
+    WHERE finished_at < now() - %(retention)s::interval AND status IN ('completed', 'cancelled')
+    LIMIT %(batch)s
+);
+
+-- name: retry_failed
+-- Failed jobs back to pending: attempts start over, the error history is kept.
+UPDATE pgqueue.jobs
+SET status = 'pending', attempts = 0, run_at = now(), finished_at = NULL, lease_expires_at = NULL
+WHERE status = 'failed'
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+RETURNING id, queue;
+
+-- name: count_failed
+SELECT count(*)
+FROM pgqueue.jobs
+WHERE status = 'failed'
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]));
+
+-- name: cancel_jobs
+-- Pending jobs are cancelled outright; running ones are marked cancelled and their worker, told
+-- by NOTIFY (or its next heartbeat), stops the handler. A cancelled job is never retried.
+WITH cancelled AS (
+    UPDATE pgqueue.jobs
+    SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
+    WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'running')
+    RETURNING id, worker_id
+)
+SELECT id, worker_id, pg_notify('pgqueue_cancel', json_build_object('id', id)::text)::text AS notified
+FROM cancelled;
+
+-- name: queue_status
+SELECT queue, status, count(*) AS jobs
+FROM pgqueue.jobs
+GROUP BY queue, status
+ORDER BY queue, status;
+
+-- name: oldest_runnable
+SELECT queue, extract(epoch FROM now() - min(run_at)) AS age_seconds
+FROM pgqueue.jobs
+WHERE status = 'pending' AND run_at <= now()
+GROUP BY queue
+ORDER BY queue;

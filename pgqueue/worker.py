@@ -1,0 +1,544 @@
+"""The worker: claim loop, bounded slots, batched acks, lease heartbeat, LISTEN wake-up, graceful stop.
+
+One asyncio loop per process with two connections: `main` (claims, acks, heartbeats, maintenance;
+one statement at a time) and `listen` (LISTEN only). Sync handlers run on daemon threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, LiteralString
+
+import psycopg
+import psycopg.errors
+
+from pgqueue import connections
+from pgqueue.errors import SchemaMissingError
+from pgqueue.execution import HandlerThreads, JobContext, Outcome, run_handler
+from pgqueue.maintenance import Maintenance
+from pgqueue.queue import Queue
+from pgqueue.sql import QUERIES
+
+log = logging.getLogger("pgqueue.worker")
+
+JOBS_CHANNEL = "pgqueue_jobs"
+CANCEL_CHANNEL = "pgqueue_cancel"
+
+
+@dataclass
+class WorkerSettings:
+    queues: list[str] | None = None  # None: every queue
+    concurrency: int = 16
+    burst: bool = False  # exit once nothing is runnable now
+    poll_interval: float = 30.0  # fallback when no notification arrives (a dead LISTEN, a missed one)
+    lease: float = 30.0  # a running job whose lease is not renewed for this long counts as lost
+    grace_period: float = 30.0  # on SIGTERM: time for running jobs to finish before they are handed back
+    maintenance_interval: float = 15.0  # rescue of lost jobs, pruning
+    retention: timedelta = field(default_factory=lambda: timedelta(days=7))
+    ack_delay: float = 0.02  # completions are batched for at most this long
+    reconnect_max_delay: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.lease < 3:
+            raise ValueError("lease must be at least 3 seconds")
+        if self.poll_interval <= 0 or self.grace_period < 0:
+            raise ValueError("poll_interval must be positive and grace_period not negative")
+
+
+@dataclass
+class RunningJob:
+    id: int
+    attempt: int
+    max_attempts: int
+    task_name: str
+    context: JobContext
+    handle: asyncio.Task[None] | None = None
+    stopped: bool = False  # cancelled by a user, rescued elsewhere, or handed back: record nothing
+
+
+@dataclass
+class _Results:
+    """Outcomes waiting for the next batched write."""
+
+    completed: list[tuple[int, int, str | None]] = field(default_factory=list)
+    failed: list[tuple[int, int, bool, timedelta, str, str | None]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.completed) + len(self.failed)
+
+
+class Worker:
+    def __init__(self, queue: Queue, settings: WorkerSettings | None = None, *, dsn: str | None = None) -> None:
+        self.queue = queue
+        self.settings = settings or WorkerSettings()
+        self.dsn = dsn or queue.dsn
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.running: dict[int, RunningJob] = {}
+        self.stats = {"completed": 0, "failed": 0, "retried": 0}
+        self.before_claim_hooks: list[Callable[[Worker], Awaitable[None]]] = []
+        self._results = _Results()
+        self._main: psycopg.AsyncConnection[Any] | None = None
+        self._db_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._force_stop = False
+        self._claim_wanted = True  # there may be runnable jobs: claim when a slot is free
+        self._next_due: float | None = None  # epoch of the earliest known future job
+        self._next_poll = 0.0
+        self._threads: HandlerThreads | None = None
+        self._maintenance = Maintenance(self)
+        self._params_lease = timedelta(seconds=self.settings.lease)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until stopped by SIGINT/SIGTERM (or, with burst, until nothing is runnable)."""
+        asyncio.run(self.run_async(install_signal_handlers=True))
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get the grace period. A second call hands them back at once."""
+        if self._stopping:
+            self._force_stop = True
+        self._stopping = True
+        self._wake.set()
+
+    async def run_async(self, *, install_signal_handlers: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        self._threads = HandlerThreads(loop)
+        if install_signal_handlers:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+        await self._connect_main(first=True)
+        listener = asyncio.create_task(self._listen(), name="pgqueue-listen")
+        housekeeping = asyncio.create_task(self._housekeeping(), name="pgqueue-housekeeping")
+        log.info(
+            "worker %s started: queues=%s concurrency=%d",
+            self.id,
+            ",".join(self.settings.queues) if self.settings.queues else "*",
+            self.settings.concurrency,
+        )
+        try:
+            await self._claim_loop()
+            await self._drain_on_stop()
+        finally:
+            for background in (listener, housekeeping):
+                background.cancel()
+            await asyncio.gather(listener, housekeeping, return_exceptions=True)
+            self._threads.shutdown()
+            if self._main is not None:
+                await self._main.close()
+            if install_signal_handlers:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+        log.info(
+            "worker %s stopped: %d completed, %d retried, %d failed",
+            self.id,
+            self.stats["completed"],
+            self.stats["retried"],
+            self.stats["failed"],
+        )
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping:
+            log.warning("%s again: handing running jobs back now", name)
+        else:
+            log.info(
+                "%s: no new jobs; %d running get %.0f s to finish",
+                name,
+                len(self.running),
+                self.settings.grace_period,
+            )
+        self.stop()
+
+    # -- the claim loop -------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        settings = self.settings
+        while not self._stopping:
+            await asyncio.sleep(0)  # let jobs that finish together free their slots together
+            now = time.time()
+            if self._next_due is not None and self._next_due <= now:
+                self._next_due = None
+                self._claim_wanted = True
+            if now >= self._next_poll or (settings.burst and not self.running and not self._results):
+                self._claim_wanted = True  # burst: one more claim decides whether we are done
+            free = settings.concurrency - len(self.running)
+            if self._claim_wanted and free > 0:
+                claimed = await self._flush_and_claim(free)
+                if claimed is None:  # database unreachable: retried after the reconnect delay
+                    continue
+                self._next_poll = time.time() + settings.poll_interval
+                for row in claimed:
+                    self._start(row)
+                if len(claimed) < free:
+                    self._claim_wanted = False
+                    await self._refresh_next_due()
+                    if settings.burst and not claimed and not self.running and self._nothing_due_now():
+                        await self._flush()
+                        return
+                continue
+            if self._results and (not self.running or free > 0):
+                # Acks wait at most ack_delay so a quiet queue still records completions promptly.
+                await self._sleep_until_woken(settings.ack_delay)
+                if not self._claim_wanted or free == 0:
+                    await self._flush()
+                continue
+            await self._sleep_until_woken(self._idle_timeout())
+
+    def _nothing_due_now(self) -> bool:
+        return self._next_due is None or self._next_due > time.time()
+
+    def _idle_timeout(self) -> float:
+        deadline = self._next_poll
+        if self._next_due is not None:
+            deadline = min(deadline, self._next_due)
+        return max(0.0, deadline - time.time())
+
+    async def _sleep_until_woken(self, timeout: float) -> None:
+        if timeout > 0 and not self._wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()
+
+    def wake(self, *, claim: bool = True) -> None:
+        if claim:
+            self._claim_wanted = True
+        self._wake.set()
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def _start(self, row: tuple[Any, ...]) -> None:
+        job_id, queue_name, task_name, args, attempt, max_attempts = row
+        context = JobContext(id=job_id, task=task_name, queue=queue_name, attempt=attempt, max_attempts=max_attempts)
+        job = RunningJob(id=job_id, attempt=attempt, max_attempts=max_attempts, task_name=task_name, context=context)
+        self.running[job_id] = job
+        log.debug("job %d %s attempt %d started", job_id, task_name, attempt)
+        job.handle = asyncio.create_task(self._run(job, args), name=f"pgqueue-job-{job_id}")
+
+    async def _run(self, job: RunningJob, args: Any) -> None:
+        assert self._threads is not None
+        task = self.queue.tasks.get(job.task_name)
+        try:
+            outcome = await run_handler(task, job.task_name, args, job.context, self._threads)
+        except asyncio.CancelledError:
+            outcome = None
+        finally:
+            self.running.pop(job.id, None)
+            self._wake.set()  # a free slot: claim more (if there may be more) or flush the ack
+        if outcome is None or job.stopped:
+            return
+        self._record(job, outcome)
+
+    def _record(self, job: RunningJob, outcome: Outcome) -> None:
+        if outcome.ok:
+            self._results.completed.append((job.id, job.attempt, outcome.result_json))
+            log.debug("job %d %s attempt %d completed", job.id, job.task_name, job.attempt)
+            return
+        task = self.queue.tasks.get(job.task_name)
+        retry = not outcome.permanent and job.attempt < job.max_attempts
+        delay = timedelta(seconds=task.retry.delay(job.attempt)) if retry and task else timedelta(0)
+        self._results.failed.append((job.id, job.attempt, retry, delay, outcome.error or "error", outcome.traceback))
+        if retry:
+            log.info(
+                "job %d %s attempt %d/%d failed, retry in %.1f s: %s",
+                job.id,
+                job.task_name,
+                job.attempt,
+                job.max_attempts,
+                delay.total_seconds(),
+                outcome.error,
+            )
+        else:
+            log.warning(
+                "job %d %s attempt %d/%d failed for good: %s",
+                job.id,
+                job.task_name,
+                job.attempt,
+                job.max_attempts,
+                outcome.error,
+            )
+
+    # -- database round trips -------------------------------------------------------------------
+
+    def _claim_params(self, limit: int) -> tuple[LiteralString, dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, "worker_id": self.id, "lease": self._params_lease}
+        if self.settings.queues:
+            params["queues"] = self.settings.queues
+            return QUERIES["claim_from_queues"], params
+        return QUERIES["claim"], params
+
+    async def _flush_and_claim(self, limit: int) -> list[tuple[Any, ...]] | None:
+        """Write buffered outcomes and claim up to `limit` jobs in one pipelined round trip."""
+        for hook in self.before_claim_hooks:
+            await hook(self)
+        query, params = self._claim_params(limit)
+        try:
+            async with self._db_lock:
+                conn = await self._connection()
+                results, self._results = self._results, _Results()
+                try:
+                    async with conn.pipeline():
+                        await self._write_results(conn, results)
+                        cursor = await conn.execute(query, params)
+                    return await cursor.fetchall()
+                except BaseException:
+                    self._requeue_results(results)
+                    raise
+        except psycopg.OperationalError as exc:
+            await self._lost_connection(exc)
+            return None
+
+    async def _flush(self) -> None:
+        if not self._results:
+            return
+        try:
+            async with self._db_lock:
+                conn = await self._connection()
+                results, self._results = self._results, _Results()
+                try:
+                    async with conn.pipeline():
+                        await self._write_results(conn, results)
+                except BaseException:
+                    self._requeue_results(results)
+                    raise
+        except psycopg.OperationalError as exc:
+            await self._lost_connection(exc)
+
+    def _requeue_results(self, results: _Results) -> None:
+        # Kept for the next attempt: an outcome is only forgotten once it is written.
+        results.completed.extend(self._results.completed)
+        results.failed.extend(self._results.failed)
+        self._results = results
+
+    async def _write_results(self, conn: psycopg.AsyncConnection[Any], results: _Results) -> None:
+        if results.completed:
+            ids, attempts, values = zip(*results.completed, strict=True)
+            await conn.execute(
+                QUERIES["complete_jobs"],
+                {"ids": list(ids), "attempts": list(attempts), "results": list(values), "worker_id": self.id},
+            )
+            self.stats["completed"] += len(ids)
+        if results.failed:
+            ids, attempts, retry, delays, errors, tracebacks = zip(*results.failed, strict=True)
+            cursor = await conn.execute(
+                QUERIES["fail_jobs"],
+                {
+                    "ids": list(ids),
+                    "attempts": list(attempts),
+                    "retry": list(retry),
+                    "delays": list(delays),
+                    "errors": list(errors),
+                    "tracebacks": list(tracebacks),
+                    "worker_id": self.id,
+                },
+            )
+            for _job_id, status, run_at in await cursor.fetchall():
+                if status == "pending":
+                    self.stats["retried"] += 1
+                    self._note_due(float(run_at))
+                else:
+                    self.stats["failed"] += 1
+
+    async def _refresh_next_due(self) -> None:
+        try:
+            rows = await self.execute(QUERIES["next_run_at"], {"queues": self.settings.queues})
+        except psycopg.OperationalError as exc:
+            await self._lost_connection(exc)
+            return
+        run_at = rows[0][0] if rows else None
+        self._next_due = None
+        if run_at is not None:
+            self._note_due(float(run_at))
+
+    def _note_due(self, run_at: float) -> None:
+        if self._next_due is None or run_at < self._next_due:
+            self._next_due = run_at
+
+    async def execute(self, query: LiteralString, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        """One statement on the main connection (used by housekeeping and the scheduler)."""
+        async with self._db_lock:
+            conn = await self._connection()
+            cursor = await conn.execute(query, params)
+            return await cursor.fetchall() if cursor.description else []
+
+    async def execute_count(self, query: LiteralString, params: dict[str, Any] | None = None) -> int:
+        """One statement on the main connection; the number of rows it changed."""
+        async with self._db_lock:
+            conn = await self._connection()
+            cursor = await conn.execute(query, params)
+            return cursor.rowcount
+
+    # -- connections ----------------------------------------------------------------------------
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._main is None or self._main.closed:
+            await self._connect_main()
+        assert self._main is not None
+        return self._main
+
+    async def _connect_main(self, *, first: bool = False) -> None:
+        self._main = await psycopg.AsyncConnection.connect(
+            self.dsn, autocommit=True, prepare_threshold=1, **connections.connect_kwargs(self.dsn)
+        )
+        if first:
+            try:
+                await self._main.execute("SELECT 1 FROM pgqueue.jobs LIMIT 0")
+            except psycopg.errors.UndefinedTable:
+                await self._main.close()
+                raise SchemaMissingError() from None
+
+    async def _lost_connection(self, exc: BaseException) -> None:
+        """Log one line, wait with backoff, and let the next statement reconnect."""
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning("database connection lost (%s); reconnecting", first_line)
+        if self._main is not None:
+            with contextlib.suppress(Exception):
+                await self._main.close()
+        self._main = None
+        delay = 0.5
+        while not self._stopping or self.running or self._results:
+            try:
+                await self._connect_main()
+                log.info("database connection re-established")
+                self._claim_wanted = True
+                return
+            except psycopg.OperationalError:
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.settings.reconnect_max_delay)
+                if self._force_stop:
+                    return
+
+    async def _listen(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.dsn, autocommit=True, **connections.connect_kwargs(self.dsn)
+                )
+            except psycopg.OperationalError as exc:
+                log.warning("LISTEN connection failed (%s); polling every %.0f s meanwhile", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.reconnect_max_delay)
+                continue
+            delay = 0.5
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {JOBS_CHANNEL}")
+                    await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+                    self.wake()  # catch up with anything inserted while we were not listening
+                    await self._receive(conn)
+            except psycopg.OperationalError as exc:
+                log.warning("LISTEN connection lost (%s); reconnecting", str(exc).strip().splitlines()[0])
+
+    async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        # A silently dead connection delivers nothing; a cheap probe each poll interval finds it out.
+        while True:
+            async for notice in conn.notifies(timeout=self.settings.poll_interval):
+                self._on_notification(notice.channel, notice.payload)
+            await asyncio.wait_for(conn.execute("SELECT 1"), timeout=10)
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        try:
+            message = json.loads(payload)
+        except ValueError:
+            message = {}
+        if channel == CANCEL_CHANNEL:
+            job = self.running.get(int(message.get("id", 0)))
+            if job is not None:
+                self.stop_job(job, "cancelled")
+            return
+        queues = self.settings.queues
+        if queues and message.get("queue") not in queues:
+            return
+        run_at = float(message.get("run_at") or 0)
+        if run_at <= time.time() + 0.001:
+            self.wake()
+        else:
+            self._note_due(run_at)
+            self.wake(claim=False)
+
+    def stop_job(self, job: RunningJob, reason: str) -> None:
+        """The job is no longer ours (cancelled, or rescued elsewhere): stop it and record nothing."""
+        if job.stopped:
+            return
+        job.stopped = True
+        job.context.cancel_event.set()
+        if job.handle is not None:
+            job.handle.cancel()
+        log.info("job %d %s attempt %d stopped: %s", job.id, job.task_name, job.attempt, reason)
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        heartbeat_every = self.settings.lease / 3
+        next_heartbeat = time.time() + heartbeat_every
+        next_maintenance = time.time() + random.uniform(0, self.settings.maintenance_interval)
+        while True:
+            await asyncio.sleep(max(0.05, min(next_heartbeat, next_maintenance) - time.time()))
+            now = time.time()
+            try:
+                if now >= next_heartbeat:
+                    next_heartbeat = now + heartbeat_every
+                    await self._renew_leases()
+                if now >= next_maintenance:
+                    next_maintenance = now + self.settings.maintenance_interval * random.uniform(0.9, 1.1)
+                    await self._maintenance.run_once()
+            except psycopg.OperationalError as exc:
+                log.warning("housekeeping: database unreachable (%s)", str(exc).strip().splitlines()[0])
+            except Exception:
+                log.exception("housekeeping failed; will try again")
+
+    async def _renew_leases(self) -> None:
+        # Only jobs that have run longer than a heartbeat need it: a short job's claim lease suffices.
+        ids = [job.id for job in self.running.values() if not job.stopped]
+        if not ids:
+            return
+        rows = await self.execute(
+            QUERIES["renew_leases"], {"ids": ids, "worker_id": self.id, "lease": self._params_lease}
+        )
+        renewed = {row[0] for row in rows}
+        for job_id in ids:
+            job = self.running.get(job_id)
+            if job is not None and job_id not in renewed:
+                self.stop_job(job, "no longer held by this worker (cancelled or rescued)")
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    async def _drain_on_stop(self) -> None:
+        deadline = time.time() + self.settings.grace_period
+        while self.running and time.time() < deadline and not self._force_stop:
+            await self._sleep_until_woken(min(0.2, max(0.0, deadline - time.time())))
+            await self._flush()
+        await self._flush()
+        if self.running:
+            await self._hand_back()
+
+    async def _hand_back(self) -> None:
+        """Past the grace period: unfinished jobs go back to pending now, the attempt recorded."""
+        jobs = [job for job in self.running.values() if not job.stopped]
+        for job in jobs:
+            self.stop_job(job, "handed back: worker stopping")
+        interrupted = _Results(
+            failed=[
+                (job.id, job.attempt, True, timedelta(0), "interrupted: worker stopped before the job finished", None)
+                for job in jobs
+            ]
+        )
+        self._requeue_results(interrupted)
+        await self._flush()
+        log.warning("handed %d unfinished job(s) back to the queue", len(jobs))
