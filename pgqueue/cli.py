@@ -175,8 +175,9 @@ def work(
 @friendly_errors
 def enqueue(
     task: Annotated[str, typer.Argument(help="Task name, e.g. send_email.")],
-    args: Annotated[str, typer.Option("--args", help='Keyword arguments as a JSON object, e.g. \'{"to": "a@b.c"}\'.')]
-    = "{}",
+    args: Annotated[
+        str, typer.Option("--args", help='Keyword arguments as a JSON object, e.g. \'{"to": "a@b.c"}\'.')
+    ] = "{}",
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Queue (default: the task's).")] = None,
     delay: Annotated[str | None, typer.Option(help="Run after this long: 10s, 5m, 2h, 1d.")] = None,
     run_at: Annotated[str | None, typer.Option("--run-at", help="Run at this ISO 8601 time (with offset).")] = None,
@@ -211,7 +212,6 @@ def enqueue(
         # Without the app the task cannot be checked: accept any name, as a SQL INSERT would.
         the_queue = Queue()
         the_queue.task(name=task)(_unchecked_handler)
-        typer.echo(f"note: task {task!r} not checked (pass --app to check name and arguments)", err=True)
     the_queue.dsn = configured_dsn(dsn) or the_queue._dsn or resolve_dsn(None)
     try:
         job_id = the_queue.enqueue(
@@ -220,6 +220,8 @@ def enqueue(
     finally:
         the_queue.close()
     typer.echo(job_id)
+    if not app_spec:
+        typer.echo(f"note: task {task!r} was not checked (pass --app to check its name and arguments)", err=True)
 
 
 def _unchecked_handler(**kwargs: Any) -> None:

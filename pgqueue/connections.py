@@ -83,6 +83,8 @@ def _check_driver(driver: str) -> None:
 
 
 def open_pool(dsn: str, max_size: int) -> ConnectionPool:
+    # Fail fast with the server's own message rather than a pool timeout after retrying for seconds.
+    psycopg.connect(dsn, **connect_kwargs(dsn)).close()
     pool = ConnectionPool(
         dsn,
         min_size=1,
@@ -96,6 +98,7 @@ def open_pool(dsn: str, max_size: int) -> ConnectionPool:
 
 
 async def open_async_pool(dsn: str, max_size: int) -> AsyncConnectionPool:
+    await (await psycopg.AsyncConnection.connect(dsn, **connect_kwargs(dsn))).close()
     pool = AsyncConnectionPool(
         dsn,
         min_size=1,

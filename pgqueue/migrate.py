@@ -23,9 +23,7 @@ def migrations_dir() -> Path:
 
 def engine_for(dsn: str) -> sa.Engine:
     """A SQLAlchemy engine on psycopg 3 that accepts any libpq DSN (URI or key=value)."""
-    return sa.create_engine(
-        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=sa.pool.NullPool
-    )
+    return sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=sa.pool.NullPool)
 
 
 def alembic_config() -> Config:
@@ -42,6 +40,17 @@ def upgrade(dsn: str, revision: str = "head") -> None:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+    finally:
+        engine.dispose()
+
+
+def downgrade(dsn: str, revision: str) -> None:
+    config = alembic_config()
+    engine = engine_for(dsn)
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, revision)
     finally:
         engine.dispose()
 

@@ -45,7 +45,7 @@ class WorkerSettings:
     poll_interval: float = 30.0  # fallback when no notification arrives (a dead LISTEN, a missed one)
     lease: float = 30.0  # a running job whose lease is not renewed for this long counts as lost
     grace_period: float = 30.0  # on SIGTERM: time for running jobs to finish before they are handed back
-    maintenance_interval: float = 15.0  # rescue of lost jobs, pruning
+    maintenance_interval: float | None = None  # rescue of lost jobs, pruning; default: lease / 2, at most 15 s
     retention: timedelta = field(default_factory=lambda: timedelta(days=7))
     ack_delay: float = 0.02  # completions are batched for at most this long
     reconnect_max_delay: float = 10.0
@@ -57,6 +57,8 @@ class WorkerSettings:
             raise ValueError("lease must be at least 3 seconds")
         if self.poll_interval <= 0 or self.grace_period < 0:
             raise ValueError("poll_interval must be positive and grace_period not negative")
+        if self.maintenance_interval is None:
+            self.maintenance_interval = min(15.0, self.lease / 2)
 
 
 @dataclass
@@ -487,7 +489,8 @@ class Worker:
     async def _housekeeping(self) -> None:
         heartbeat_every = self.settings.lease / 3
         next_heartbeat = time.time() + heartbeat_every
-        next_maintenance = time.time() + random.uniform(0, self.settings.maintenance_interval)
+        interval = self.settings.maintenance_interval or 15.0
+        next_maintenance = time.time() + random.uniform(0, interval)
         while True:
             await asyncio.sleep(max(0.05, min(next_heartbeat, next_maintenance) - time.time()))
             now = time.time()
@@ -496,7 +499,7 @@ class Worker:
                     next_heartbeat = now + heartbeat_every
                     await self._renew_leases()
                 if now >= next_maintenance:
-                    next_maintenance = now + self.settings.maintenance_interval * random.uniform(0.9, 1.1)
+                    next_maintenance = now + interval * random.uniform(0.9, 1.1)
                     await self._maintenance.run_once()
             except psycopg.OperationalError as exc:
                 log.warning("housekeeping: database unreachable (%s)", str(exc).strip().splitlines()[0])

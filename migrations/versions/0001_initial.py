@@ -121,9 +121,7 @@ def upgrade() -> None:
         schema=SCHEMA,
         postgresql_where=sa.text("finished_at IS NOT NULL"),
     )
-    op.create_index(
-        "jobs_failed_idx", "jobs", ["task"], schema=SCHEMA, postgresql_where=sa.text("status = 'failed'")
-    )
+    op.create_index("jobs_failed_idx", "jobs", ["task"], schema=SCHEMA, postgresql_where=sa.text("status = 'failed'"))
     op.execute(NOTIFY_FUNCTION)
     op.execute(NOTIFY_TRIGGER)
 
