@@ -285,9 +285,7 @@ class Cron:
         weekdays = _parse_field(_DOW, parts[5])
         dom_star = parts[3].startswith("*")
         dow_star = parts[5].startswith("*")
-        if (dom_star or dow_star) and not any(
-            day <= _LEAP_MONTH_DAYS[month] for month in months for day in days
-        ):
+        if (dom_star or dow_star) and not any(day <= _LEAP_MONTH_DAYS[month] for month in months for day in days):
             # Both day fields must match, and no allowed day exists in any allowed month.
             # (When both are restricted, any weekday occurs in every month, so it always fires.)
             raise CronError(

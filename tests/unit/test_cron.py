@@ -661,9 +661,7 @@ def parse_or_reject(gen: GenCron) -> Cron:
     return cron
 
 
-utc_starts = st.datetimes(
-    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31), timezones=st.just(UTC)
-)
+utc_starts = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 12, 31), timezones=st.just(UTC))
 
 
 @settings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
