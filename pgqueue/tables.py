@@ -9,10 +9,8 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
-    lines = [
-        " | ".join(h.center(w) for h, w in zip(headers, widths, strict=True)).rstrip(),
-        "-+-".join("-" * w for w in widths),
-    ]
-    lines += [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(" " + line if i < len(lines) - 1 else line for i, line in enumerate(lines))
+    header = " " + " | ".join(h.center(w) for h, w in zip(headers, widths, strict=True))
+    rule = "-" + "-+-".join("-" * w for w in widths) + "-"
+    body = [" " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    footer = f"({len(rows)} row{'s' if len(rows) != 1 else ''})"
+    return "\n".join(line.rstrip() for line in [header, rule, *body, footer])
