@@ -182,17 +182,31 @@ class Queue:
         run_at: datetime | None = None,
         priority: int | None = None,
         max_attempts: int | None = None,
+        dedup_key: str | None = None,
     ) -> int:
         """Insert one job and return its id.
 
         With `connection` (a psycopg Connection, a SQLAlchemy Connection or Session) the job joins that
         transaction: it exists only if the caller commits. Without it, pgqueue commits on its own.
+        With `dedup_key`, no second job is made while one with that key is pending or running: the
+        existing job's id is returned instead.
         """
         params = self.job_params(
-            task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts
+            task,
+            args,
+            queue=queue,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            max_attempts=max_attempts,
+            dedup_key=dedup_key,
         )
-        rows = self._execute(connection, QUERIES["insert_job"], params)
-        return int(rows[0][0])
+        query = QUERIES["insert_job_once" if dedup_key is not None else "insert_job"]
+        for _ in range(3):  # the job holding the key may finish between our two looks: then insert again
+            rows = self._execute(connection, query, params)
+            if rows:
+                return int(rows[0][0])
+        raise InvalidJobError(f"dedup key {dedup_key!r} is contended; try again")
 
     def enqueue_many(
         self, jobs: Iterable[JobSpec | tuple[str, dict[str, Any]]], *, connection: Any = None
@@ -215,13 +229,25 @@ class Queue:
         run_at: datetime | None = None,
         priority: int | None = None,
         max_attempts: int | None = None,
+        dedup_key: str | None = None,
     ) -> int:
         """`enqueue` for asyncio code: psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession."""
         params = self.job_params(
-            task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts
+            task,
+            args,
+            queue=queue,
+            delay=delay,
+            run_at=run_at,
+            priority=priority,
+            max_attempts=max_attempts,
+            dedup_key=dedup_key,
         )
-        rows = await self._execute_async(connection, QUERIES["insert_job"], params)
-        return int(rows[0][0])
+        query = QUERIES["insert_job_once" if dedup_key is not None else "insert_job"]
+        for _ in range(3):
+            rows = await self._execute_async(connection, query, params)
+            if rows:
+                return int(rows[0][0])
+        raise InvalidJobError(f"dedup key {dedup_key!r} is contended; try again")
 
     async def enqueue_many_async(
         self, jobs: Iterable[JobSpec | tuple[str, dict[str, Any]]], *, connection: Any = None

@@ -11,6 +11,25 @@ VALUES (
 )
 RETURNING id;
 
+-- name: insert_job_once
+-- One job unless a pending or running job has the same dedup key; either way the id comes back. A
+-- concurrent insert of the same key waits for the other transaction and then yields to its job.
+WITH inserted AS (
+    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+    VALUES (
+        %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
+        COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
+        %(dedup_key)s, %(schedule)s
+    )
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+    RETURNING id
+)
+SELECT id FROM inserted
+UNION ALL
+SELECT id FROM pgqueue.jobs
+WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running') AND NOT EXISTS (SELECT FROM inserted)
+LIMIT 1;
+
 -- name: insert_jobs
 -- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned).
 INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at)

@@ -193,3 +193,19 @@ def test_missing_schema_is_one_clear_error(empty_dsn: str) -> None:
     with pytest.raises(SchemaMissingError, match="pgqueue migrate"):
         q.enqueue("t")
     q.close()
+
+
+def test_dedup_key_one_live_job_per_key(queue: Queue, dsn: str, db: psycopg.Connection) -> None:
+    first = queue.enqueue("generate_invoice", {"order_id": 1}, dedup_key="invoice-1")
+    again = queue.enqueue("generate_invoice", {"order_id": 1}, dedup_key="invoice-1")
+    other = queue.enqueue("generate_invoice", {"order_id": 2}, dedup_key="invoice-2")
+    assert again == first and other != first
+    # Once the job has finished, the key is free again.
+    db.execute("UPDATE pgqueue.jobs SET status = 'completed', finished_at = now() WHERE id = %s", (first,))
+    later = queue.enqueue("generate_invoice", {"order_id": 1}, dedup_key="invoice-1")
+    assert later not in (first, other)
+    # Inside a caller's transaction that rolls back, nothing is left behind.
+    with psycopg.connect(dsn) as conn:
+        assert queue.enqueue("generate_invoice", {"order_id": 3}, dedup_key="invoice-3", connection=conn) > 0
+        conn.rollback()
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs WHERE dedup_key = 'invoice-3'").fetchone()[0] == 0
