@@ -100,6 +100,7 @@ class Worker:
         self._force_stop = False
         self._claim_wanted = True  # there may be runnable jobs: claim when a slot is free
         self._next_due: float | None = None  # epoch of the earliest known future job
+        self._due_unknown = True  # _next_due may have missed jobs (start, poll, LISTEN reconnect)
         self._next_poll = 0.0
         self._threads: HandlerThreads | None = None
         self._maintenance = Maintenance(self)
@@ -177,8 +178,10 @@ class Worker:
             if self._next_due is not None and self._next_due <= now:
                 self._next_due = None
                 self._claim_wanted = True
-            if now >= self._next_poll or (settings.burst and not self.running and not self._results):
-                self._claim_wanted = True  # burst: one more claim decides whether we are done
+            if now >= self._next_poll:
+                self._claim_wanted = self._due_unknown = True
+            if settings.burst and not self.running and not self._results:
+                self._claim_wanted = True  # one more claim decides whether we are done
             free = settings.concurrency - len(self.running)
             if self._claim_wanted and free > 0:
                 claimed = await self._flush_and_claim(free)
@@ -189,8 +192,11 @@ class Worker:
                     self._start(row)
                 if len(claimed) < free:
                     self._claim_wanted = False
-                    await self._refresh_next_due()
-                    if settings.burst and not claimed and not self.running and self._nothing_due_now():
+                    if self._due_unknown:
+                        # Only now and then: notifications and our own retries keep _next_due current.
+                        self._due_unknown = False
+                        await self._refresh_next_due()
+                    if settings.burst and not claimed and not self.running:
                         await self._flush()
                         return
                 continue
@@ -201,9 +207,6 @@ class Worker:
                     await self._flush()
                 continue
             await self._sleep_until_woken(self._idle_timeout())
-
-    def _nothing_due_now(self) -> bool:
-        return self._next_due is None or self._next_due > time.time()
 
     def _idle_timeout(self) -> float:
         deadline = self._next_poll
@@ -442,7 +445,8 @@ class Worker:
                 async with conn:
                     await conn.execute(f"LISTEN {JOBS_CHANNEL}")
                     await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
-                    self.wake()  # catch up with anything inserted while we were not listening
+                    self._due_unknown = True  # catch up with anything inserted while we were not listening
+                    self.wake()
                     await self._receive(conn)
             except psycopg.OperationalError as exc:
                 log.warning("LISTEN connection lost (%s); reconnecting", str(exc).strip().splitlines()[0])
