@@ -1,5 +1,6 @@
 """pgqueue: durable background jobs and cron for Python, with PostgreSQL as the only infrastructure."""
 
+from pgqueue.cron import CronError
 from pgqueue.errors import (
     DatabaseUnavailableError,
     InvalidJobError,
@@ -15,6 +16,7 @@ from pgqueue.worker import Worker, WorkerSettings
 
 __all__ = [
     "Backoff",
+    "CronError",
     "DatabaseUnavailableError",
     "Fixed",
     "InvalidJobError",

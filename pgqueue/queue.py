@@ -16,6 +16,7 @@ from psycopg_pool import PoolTimeout
 from pgqueue import connections
 from pgqueue.errors import InvalidJobError, SchemaMissingError, UnknownTaskError
 from pgqueue.retry import DEFAULT_BACKOFF, RetryPolicy
+from pgqueue.scheduler import Schedule, declare
 from pgqueue.settings import resolve_dsn
 from pgqueue.sql import QUERIES
 from pgqueue.tasks import Task
@@ -48,7 +49,7 @@ class Queue:
         self.default_max_attempts = max_attempts
         self.pool_size = pool_size
         self.tasks: dict[str, Task] = {}
-        self.periodic_tasks: list[Any] = []
+        self.periodic_tasks: list[Schedule] = []
         self._pool: Any = None
         self._async_pool: Any = None
         self._lock = threading.Lock()
@@ -124,6 +125,56 @@ class Queue:
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none"
             raise UnknownTaskError(f"unknown task {name!r} (registered: {known})") from None
+
+    def periodic(
+        self,
+        *,
+        cron: str,
+        name: str | None = None,
+        timezone: str | None = None,
+        args: dict[str, Any] | None = None,
+        missed: str = "latest",
+        backfill_limit: int = 10,
+        skip_if_running: bool = False,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> Callable[[Callable[..., Any] | Task], Task]:
+        """Fire a task on a cron schedule: `@queue.periodic(cron="0 9 * * 1-5", timezone="Europe/Berlin")`.
+
+        Put it above `@queue.task` (or use it alone: the function is registered as a task). `name`
+        defaults to the task's. Checked now: a bad expression or zone raises CronError. See
+        pgqueue.scheduler for the missed-fire and overlap policies.
+        """
+
+        def register(target: Callable[..., Any] | Task) -> Task:
+            registered_here = not isinstance(target, Task)
+            task = self.task(target) if registered_here else target
+            if task.owner is not self:
+                raise ValueError(f"task {task.name!r} belongs to another Queue")
+            try:
+                schedule = declare(
+                    self,
+                    task,
+                    cron=cron,
+                    name=name,
+                    timezone=timezone,
+                    args=args,
+                    missed=missed,
+                    backfill_limit=backfill_limit,
+                    skip_if_running=skip_if_running,
+                    queue_name=queue,
+                    priority=priority,
+                )
+                if any(existing.name == schedule.name for existing in self.periodic_tasks):
+                    raise ValueError(f"schedule {schedule.name!r} is already declared")
+            except Exception:
+                if registered_here:  # a rejected declaration leaves no half-registered task behind
+                    del self.tasks[task.name]
+                raise
+            self.periodic_tasks.append(schedule)
+            return task
+
+        return register
 
     # -- enqueue --------------------------------------------------------------------------------
 

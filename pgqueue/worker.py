@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, LiteralString
@@ -29,6 +29,7 @@ from pgqueue.errors import SchemaMissingError
 from pgqueue.execution import HandlerThreads, JobContext, Outcome, run_handler
 from pgqueue.maintenance import Maintenance
 from pgqueue.queue import Queue
+from pgqueue.scheduler import Scheduler
 from pgqueue.sql import QUERIES
 
 log = logging.getLogger("pgqueue.worker")
@@ -49,6 +50,9 @@ class WorkerSettings:
     retention: timedelta = field(default_factory=lambda: timedelta(days=7))
     ack_delay: float = 0.02  # completions are batched for at most this long
     reconnect_max_delay: float = 10.0
+    # Where to LISTEN; default: the worker's DSN. Behind a transaction-pooling PgBouncer, point this at
+    # PostgreSQL directly: LISTEN cannot work through such a pooler, and without it the worker polls.
+    listen_dsn: str | None = None
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -94,6 +98,7 @@ class Worker:
         self.before_claim_hooks: list[Callable[[Worker], Awaitable[None]]] = []
         self._results = _Results()
         self._main: psycopg.AsyncConnection[Any] | None = None
+        self._outage_since: float | None = None  # a connection was lost and none has been re-established yet
         self._db_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -128,6 +133,11 @@ class Worker:
         await self._connect_main(first=True)
         listener = asyncio.create_task(self._listen(), name="pgqueue-listen")
         housekeeping = asyncio.create_task(self._housekeeping(), name="pgqueue-housekeeping")
+        backgrounds = [listener, housekeeping]
+        if self.queue.periodic_tasks:
+            # Every worker runs the scheduler: each fire is claimed in the database, so no leader is needed.
+            scheduler = Scheduler.for_worker(self).run()
+            backgrounds.append(asyncio.create_task(scheduler, name="pgqueue-scheduler"))
         log.info(
             "worker %s started: queues=%s concurrency=%d",
             self.id,
@@ -138,9 +148,9 @@ class Worker:
             await self._claim_loop()
             await self._drain_on_stop()
         finally:
-            for background in (listener, housekeeping):
+            for background in backgrounds:
                 background.cancel()
-            await asyncio.gather(listener, housekeeping, return_exceptions=True)
+            await asyncio.gather(*backgrounds, return_exceptions=True)
             self._threads.shutdown()
             if self._main is not None:
                 await self._main.close()
@@ -293,8 +303,7 @@ class Worker:
             await hook(self)
         query, params = self._claim_params(limit)
         try:
-            async with self._db_lock:
-                conn = await self._connection()
+            async with self._round_trip() as conn:
                 results, self._results = self._results, _Results()
                 try:
                     async with conn.pipeline():
@@ -312,8 +321,7 @@ class Worker:
         if not self._results:
             return
         try:
-            async with self._db_lock:
-                conn = await self._connection()
+            async with self._round_trip() as conn:
                 results, self._results = self._results, _Results()
                 try:
                     async with conn.pipeline():
@@ -376,19 +384,44 @@ class Worker:
 
     async def execute(self, query: LiteralString, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """One statement on the main connection (used by housekeeping and the scheduler)."""
-        async with self._db_lock:
-            conn = await self._connection()
+        async with self._round_trip() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall() if cursor.description else []
 
     async def execute_count(self, query: LiteralString, params: dict[str, Any] | None = None) -> int:
         """One statement on the main connection; the number of rows it changed."""
-        async with self._db_lock:
-            conn = await self._connection()
+        async with self._round_trip() as conn:
             cursor = await conn.execute(query, params)
             return cursor.rowcount
 
     # -- connections ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _round_trip(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The main connection for one exchange, under the lock.
+
+        A failed connection is dropped here, under the lock, so that one caller reconnects for all (the
+        claim loop and housekeeping never race to replace it). No answer within a lease counts as lost
+        too: a black-holed network path that TCP keepalives cannot see would otherwise hang the worker,
+        and past a lease our running jobs are being rescued elsewhere anyway.
+        """
+        async with self._db_lock:
+            conn = await self._connection()
+            try:
+                async with asyncio.timeout(self.settings.lease):
+                    yield conn
+            except TimeoutError:
+                await self._drop_main(conn)
+                raise psycopg.OperationalError(f"no answer from the database for {self.settings.lease:g} s") from None
+            except psycopg.OperationalError:
+                await self._drop_main(conn)
+                raise
+
+    async def _drop_main(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if self._main is conn:
+            self._main = None
+        with contextlib.suppress(Exception):
+            await conn.close()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._main is None or self._main.closed:
@@ -397,66 +430,103 @@ class Worker:
         return self._main
 
     async def _connect_main(self, *, first: bool = False) -> None:
-        self._main = await psycopg.AsyncConnection.connect(
+        conn = await psycopg.AsyncConnection.connect(
             self.dsn, autocommit=True, prepare_threshold=1, **connections.connect_kwargs(self.dsn)
         )
-        if first:
-            try:
-                await self._main.execute("SELECT 1 FROM pgqueue.jobs LIMIT 0")
-            except psycopg.errors.UndefinedTable:
-                await self._main.close()
-                raise SchemaMissingError() from None
+        try:
+            if await connections.behind_pooler_async(conn):
+                # Transaction pooling may run each statement on another server connection, where our
+                # prepared statements do not exist.
+                conn.prepare_threshold = None
+                if first:
+                    log.info("connection pooler detected: prepared statements off")
+            if first:
+                await conn.execute("SELECT 1 FROM pgqueue.jobs LIMIT 0")
+        except psycopg.errors.UndefinedTable:
+            await conn.close()
+            raise SchemaMissingError() from None
+        except BaseException:
+            await conn.close()
+            raise
+        self._main = conn
+        self._connection_back()
+
+    def _connection_lost(self, exc: BaseException) -> None:
+        """One warning per outage, whichever connection notices first; the rest is debug detail."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning("database connection lost (%s); reconnecting with backoff", _first_line(exc))
+        else:
+            log.debug("database still unreachable (%s)", _first_line(exc))
+
+    def _connection_back(self) -> None:
+        if self._outage_since is not None:
+            log.info("database connection re-established after %.1f s", time.monotonic() - self._outage_since)
+            self._outage_since = None
 
     async def _lost_connection(self, exc: BaseException) -> None:
-        """Log one line, wait with backoff, and let the next statement reconnect."""
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("database connection lost (%s); reconnecting", first_line)
-        if self._main is not None:
-            with contextlib.suppress(Exception):
-                await self._main.close()
-        self._main = None
+        """Report the outage, then reconnect with backoff (the round trip that failed dropped the connection)."""
+        self._connection_lost(exc)
         delay = 0.5
         while not self._stopping or self.running or self._results:
             try:
-                await self._connect_main()
-                log.info("database connection re-established")
+                async with self._db_lock:
+                    await self._connection()
                 self._claim_wanted = True
                 return
-            except psycopg.OperationalError:
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            except psycopg.OperationalError as again:
+                self._connection_lost(again)
+                # Woken early by a stop request (or a finished job), not only by the backoff timer.
+                await self._sleep_until_woken(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.settings.reconnect_max_delay)
                 if self._force_stop:
                     return
 
     async def _listen(self) -> None:
+        dsn = self.settings.listen_dsn or self.dsn
         delay = 0.5
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, **connections.connect_kwargs(self.dsn)
-                )
+                conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connections.connect_kwargs(dsn))
             except psycopg.OperationalError as exc:
-                log.warning("LISTEN connection failed (%s); polling every %.0f s meanwhile", exc, delay)
-                await asyncio.sleep(delay)
+                self._connection_lost(exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.settings.reconnect_max_delay)
                 continue
             delay = 0.5
             try:
                 async with conn:
+                    if await connections.behind_pooler_async(conn):
+                        log.warning(
+                            "LISTEN cannot work through a connection pooler: polling every %g s instead "
+                            "(set --listen-dsn / PGQUEUE_LISTEN_DSN to a direct connection for instant wake-ups)",
+                            self.settings.poll_interval,
+                        )
+                        return
                     await conn.execute(f"LISTEN {JOBS_CHANNEL}")
                     await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+                    self._connection_back()
                     self._due_unknown = True  # catch up with anything inserted while we were not listening
                     self.wake()
                     await self._receive(conn)
             except psycopg.OperationalError as exc:
-                log.warning("LISTEN connection lost (%s); reconnecting", str(exc).strip().splitlines()[0])
+                # The main connection is probably gone too: a claim now finds out, rather than the next poll.
+                self.wake()
+                self._connection_lost(exc)
+            except Exception:  # never let the listener die silently: polling alone would be slow
+                log.exception("LISTEN failed; reconnecting")
+                await asyncio.sleep(delay)
 
     async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
         # A silently dead connection delivers nothing; a cheap probe each poll interval finds it out.
+        probe_timeout = min(10.0, self.settings.lease)
         while True:
             async for notice in conn.notifies(timeout=self.settings.poll_interval):
                 self._on_notification(notice.channel, notice.payload)
-            await asyncio.wait_for(conn.execute("SELECT 1"), timeout=10)
+            try:
+                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=probe_timeout)
+            except TimeoutError:
+                raise psycopg.OperationalError(f"LISTEN connection: no answer within {probe_timeout:g} s") from None
 
     def _on_notification(self, channel: str, payload: str) -> None:
         try:
@@ -506,7 +576,7 @@ class Worker:
                     next_maintenance = now + interval * random.uniform(0.9, 1.1)
                     await self._maintenance.run_once()
             except psycopg.OperationalError as exc:
-                log.warning("housekeeping: database unreachable (%s)", str(exc).strip().splitlines()[0])
+                self._connection_lost(exc)  # the next round trip reconnects
             except Exception:
                 log.exception("housekeeping failed; will try again")
 
@@ -549,3 +619,8 @@ class Worker:
         self._requeue_results(interrupted)
         await self._flush()
         log.warning("handed %d unfinished job(s) back to the queue", len(jobs))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -226,3 +226,152 @@ FROM pgqueue.jobs
 WHERE status = 'pending' AND run_at <= now()
 GROUP BY queue
 ORDER BY queue;
+
+-- ================================================================================================
+-- scheduler (pgqueue/scheduler.py): cron schedules and their fires
+-- ================================================================================================
+
+-- name: sync_schedules
+-- A worker registers the schedules its app declares (parallel arrays, sorted by name so that all
+-- workers lock rows in one order) and disables the ones it no longer declares. A new, re-enabled
+-- or re-timed schedule starts from the given next fire; an unchanged one keeps its next_fire_at so
+-- that fires missed while no worker ran are still owed (the missed-fire policy bounds them).
+WITH declared AS (
+    SELECT *
+    FROM unnest(
+        %(names)s::text[], %(crons)s::text[], %(timezones)s::text[], %(tasks)s::text[], %(args)s::jsonb[],
+        %(queues)s::text[], %(priorities)s::int[], %(missed)s::text[], %(backfill_limits)s::int[],
+        %(skip_if_running)s::bool[], %(next_fire_ats)s::timestamptz[]
+    ) AS d(name, cron, timezone, task, args, queue, priority, missed, backfill_limit, skip_if_running, next_fire_at)
+),
+registered AS (
+    INSERT INTO pgqueue.schedules AS s (
+        name, cron, timezone, task, args, queue, priority, missed, backfill_limit, skip_if_running,
+        enabled, next_fire_at, updated_at
+    )
+    SELECT name, cron, timezone, task, args, queue, priority, missed, backfill_limit, skip_if_running,
+           true, next_fire_at, now()
+    FROM declared
+    ON CONFLICT (name) DO UPDATE
+    SET cron = excluded.cron,
+        timezone = excluded.timezone,
+        task = excluded.task,
+        args = excluded.args,
+        queue = excluded.queue,
+        priority = excluded.priority,
+        missed = excluded.missed,
+        backfill_limit = excluded.backfill_limit,
+        skip_if_running = excluded.skip_if_running,
+        enabled = true,
+        next_fire_at = CASE
+            WHEN s.enabled AND s.next_fire_at IS NOT NULL
+                 AND s.cron = excluded.cron AND s.timezone = excluded.timezone
+            THEN s.next_fire_at
+            ELSE excluded.next_fire_at
+        END,
+        updated_at = CASE
+            WHEN (s.cron, s.timezone, s.task, s.args, s.queue, s.priority, s.missed, s.backfill_limit,
+                  s.skip_if_running, s.enabled)
+                 IS DISTINCT FROM
+                 (excluded.cron, excluded.timezone, excluded.task, excluded.args, excluded.queue, excluded.priority,
+                  excluded.missed, excluded.backfill_limit, excluded.skip_if_running, true)
+            THEN now()
+            ELSE s.updated_at
+        END
+    RETURNING name
+),
+disabled AS (
+    UPDATE pgqueue.schedules
+    SET enabled = false, next_fire_at = NULL, updated_at = now()
+    WHERE enabled AND name <> ALL(%(names)s::text[])
+    RETURNING name
+)
+SELECT 'registered' AS change, name FROM registered
+UNION ALL
+SELECT 'disabled', name FROM disabled;
+
+-- name: schedule_states
+SELECT name, enabled, next_fire_at
+FROM pgqueue.schedules
+WHERE name = ANY(%(names)s::text[]);
+
+-- name: fire_schedule
+-- One fire, all or nothing. The schedule row is locked and must still owe this fire time
+-- (next_fire_at <= fire_at): of several workers firing together, the first advances next_fire_at and
+-- the others, re-checking the row after its commit, find nothing to do. The (schedule, fire_at)
+-- primary key backs this up. The job id is drawn first so the fire row can name its job; the job is
+-- inserted only when the fire row was, through the jobs table, so the NOTIFY trigger wakes workers.
+-- With skip_if_running, a fire whose previous fire's job is unfinished is recorded as skipped.
+-- Returns one row (job_id, skipped_reason) when this call fired, none otherwise.
+WITH schedule AS (
+    SELECT name
+    FROM pgqueue.schedules
+    WHERE name = %(schedule)s AND enabled AND (next_fire_at IS NULL OR next_fire_at <= %(fire_at)s)
+    FOR UPDATE
+),
+unfinished AS (
+    SELECT job.id, job.status
+    FROM (
+        SELECT job_id
+        FROM pgqueue.schedule_fires
+        WHERE schedule = %(schedule)s AND job_id IS NOT NULL
+        ORDER BY fire_at DESC
+        LIMIT 1
+    ) AS previous
+    JOIN pgqueue.jobs AS job ON job.id = previous.job_id
+    WHERE %(skip_if_running)s AND job.status IN ('pending', 'running')
+),
+fire AS (
+    INSERT INTO pgqueue.schedule_fires (schedule, fire_at, job_id, skipped_reason)
+    SELECT schedule.name,
+           %(fire_at)s,
+           CASE WHEN unfinished.id IS NULL THEN nextval(pg_get_serial_sequence('pgqueue.jobs', 'id')) END,
+           'previous job ' || unfinished.id || ' still ' || unfinished.status
+    FROM schedule
+    LEFT JOIN unfinished ON true
+    ON CONFLICT (schedule, fire_at) DO NOTHING
+    RETURNING job_id, skipped_reason
+),
+job AS (
+    INSERT INTO pgqueue.jobs (id, queue, task, args, priority, max_attempts, run_at, schedule)
+    SELECT fire.job_id, %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s, %(fire_at)s,
+           %(schedule)s
+    FROM fire
+    WHERE fire.job_id IS NOT NULL
+),
+advanced AS (
+    UPDATE pgqueue.schedules AS s
+    SET last_fire_at = greatest(s.last_fire_at, %(fire_at)s), next_fire_at = %(next_fire_at)s
+    FROM schedule
+    WHERE s.name = schedule.name
+)
+-- (Data-modifying CTEs always run to completion, read or not.)
+SELECT fire.job_id, fire.skipped_reason
+FROM fire;
+
+-- name: prune_schedule_fires
+-- Retention for fires, a bounded batch at a time. Each schedule's latest fire with a job, and any
+-- after it, stay: skip_if_running looks at that job.
+DELETE FROM pgqueue.schedule_fires AS fire
+WHERE (fire.schedule, fire.fire_at) IN (
+    SELECT old.schedule, old.fire_at
+    FROM pgqueue.schedule_fires AS old
+    WHERE old.created_at < now() - %(retention)s::interval
+      AND old.fire_at < (
+          SELECT max(latest.fire_at)
+          FROM pgqueue.schedule_fires AS latest
+          WHERE latest.schedule = old.schedule AND latest.job_id IS NOT NULL
+      )
+    LIMIT %(batch)s
+)
+RETURNING fire.schedule;
+
+-- name: list_schedules
+SELECT name, enabled, last_fire_at, next_fire_at
+FROM pgqueue.schedules
+WHERE name = ANY(%(names)s::text[]);
+
+-- name: backend_pid
+-- Compared with the pid the connection was given at start-up: they differ only when a pooler
+-- (PgBouncer and the like) sits in between, since it hands its clients made-up keys.
+SELECT pg_backend_pid();

@@ -9,6 +9,7 @@ import asyncio
 import os
 import threading
 import time
+from typing import Any
 
 import psycopg
 
@@ -69,3 +70,133 @@ def always_fails() -> None:
 @queue.task(name="noop")
 def noop(n: int = 0) -> None:
     pass
+
+
+# -- tasks of the fault-injection tests (tests/faults) ------------------------------------------------
+# They write to `fault_results` through PGQUEUE_RESULTS_DSN, a direct connection that bypasses whatever
+# fault sits between the worker and the database, and retry that write across a server restart: a row
+# then means "this attempt of this job ran its handler", exactly once per (job, attempt, outcome).
+
+FAULT_RESULTS_DDL = """
+CREATE TABLE IF NOT EXISTS fault_results (
+    job_id bigint NOT NULL,
+    attempt int NOT NULL,
+    outcome text NOT NULL,
+    n int,
+    pid int NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    UNIQUE (job_id, attempt, outcome)
+)
+"""
+
+
+def _fault_write(outcome: str, n: int | None = None, job: Any = None) -> None:
+    job = job or current_job()
+    deadline = time.monotonic() + 60
+    while True:
+        conn = getattr(_local, "fault_conn", None)
+        try:
+            if conn is None or conn.closed:
+                dsn = os.environ.get("PGQUEUE_RESULTS_DSN") or os.environ["PGQUEUE_DSN"]
+                conn = _local.fault_conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+            conn.execute(
+                "INSERT INTO fault_results (job_id, attempt, outcome, n, pid) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (job.id, job.attempt, outcome, n, os.getpid()),
+            )
+            return
+        except psycopg.OperationalError:
+            _local.fault_conn = None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@queue.task(name="fault_record", retry=Fixed(0.2), max_attempts=10)
+def fault_record(n: int, seconds: float = 0.0) -> None:
+    time.sleep(seconds)
+    _fault_write("done", n)
+
+
+@queue.task(name="fault_sleep_sync", timeout=1, max_attempts=3, retry=Fixed(0.1))
+def fault_sleep_sync(seconds: float, only_attempt: int | None = None, heed_flag: bool = True) -> None:
+    """Over its timeout on every attempt (or only on `only_attempt`); notes when it sees the cancel flag."""
+    job = current_job()
+    if only_attempt is None or job.attempt == only_attempt:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if heed_flag and job.cancelled:
+                _fault_write("saw_flag", job=job)
+                return
+            time.sleep(0.05)
+    _fault_write("done", job=job)
+
+
+@queue.task(name="fault_sleep_async", timeout=1, max_attempts=3, retry=Fixed(0.1))
+async def fault_sleep_async(seconds: float, only_attempt: int | None = None) -> None:
+    job = current_job()
+    if only_attempt is None or job.attempt == only_attempt:
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            await asyncio.to_thread(_fault_write, "cancelled", None, job)
+            raise
+    await asyncio.to_thread(_fault_write, "done", None, job)
+
+
+class _NotAnException(BaseException):
+    """A BaseException subclass a careless library might raise."""
+
+
+_RAISES: dict[str, type[BaseException]] = {
+    "base": _NotAnException,
+    "system_exit": SystemExit,
+    "keyboard_interrupt": KeyboardInterrupt,
+    "generator_exit": GeneratorExit,
+}
+
+
+@queue.task(name="fault_raise", max_attempts=1)
+def fault_raise(kind: str) -> None:
+    raise _RAISES[kind](f"raised by the handler ({kind})")
+
+
+@queue.task(name="fault_raise_async", max_attempts=1, timeout=30)
+async def fault_raise_async(kind: str) -> None:
+    await asyncio.sleep(0)
+    raise _RAISES[kind](f"raised by the handler ({kind})")
+
+
+@queue.task(name="fault_typed", max_attempts=1)
+def fault_typed(n: int) -> int:
+    return n + 1  # a str from hand-written JSON makes this a TypeError
+
+
+@queue.task(name="fault_unserialisable", max_attempts=1)
+def fault_unserialisable(kind: str) -> Any:
+    return {"object": object(), "set": {1, 2}, "nan": float("nan"), "bytes": b"x"}[kind]
+
+
+@queue.task(name="fault_cancellable_sync", retry=Fixed(0.1))
+def fault_cancellable_sync(seconds: float) -> None:
+    job = current_job()
+    _fault_write("started", job=job)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if job.cancelled:
+            _fault_write("saw_flag", job=job)
+            return
+        time.sleep(0.05)
+    _fault_write("done", job=job)
+
+
+@queue.task(name="fault_cancellable_async", retry=Fixed(0.1))
+async def fault_cancellable_async(seconds: float) -> None:
+    job = current_job()
+    await asyncio.to_thread(_fault_write, "started", None, job)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await asyncio.to_thread(_fault_write, "cancelled", None, job)
+        raise
+    await asyncio.to_thread(_fault_write, "done", None, job)

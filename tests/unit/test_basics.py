@@ -17,6 +17,7 @@ from pgqueue.sql import QUERIES
 def test_public_surface_is_pinned() -> None:
     assert sorted(pgqueue.__all__) == [
         "Backoff",
+        "CronError",
         "DatabaseUnavailableError",
         "Fixed",
         "InvalidJobError",
