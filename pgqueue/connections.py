@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 from collections.abc import Sequence
 from typing import Any, LiteralString
@@ -23,13 +24,17 @@ KEEPALIVE_KWARGS: dict[str, Any] = {
 }
 
 
-def connect_kwargs(dsn: str) -> dict[str, Any]:
-    """Keepalives apply to TCP only; a Unix-socket DSN (the embedded server) must not carry them."""
+def connect_kwargs(dsn: str, application_name: str | None = None) -> dict[str, Any]:
+    """Keepalives apply to TCP only; a Unix-socket DSN (the embedded server) must not carry them.
+
+    `application_name` names the connection in pg_stat_activity unless the user named it already.
+    """
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     host = str(info.get("host") or "")
-    if not host or host.startswith("/"):
-        return {"connect_timeout": 10}
-    return dict(KEEPALIVE_KWARGS)
+    kwargs: dict[str, Any] = {"connect_timeout": 10} if not host or host.startswith("/") else dict(KEEPALIVE_KWARGS)
+    if application_name and not info.get("application_name") and not os.environ.get("PGAPPNAME"):
+        kwargs["application_name"] = application_name
+    return kwargs
 
 
 def unavailable(exc: BaseException) -> DatabaseUnavailableError:

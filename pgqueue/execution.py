@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import inspect
 import json
 import queue as stdlib_queue
 import re
@@ -74,6 +76,9 @@ class HandlerThreads:
         self._idle = 0
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        # Outcomes reach the loop in batches: one wake-up of the loop for all handlers that finished meanwhile.
+        self._finished: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        self._wakeup_pending = False
 
     def submit(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = self._loop.create_future()
@@ -94,13 +99,23 @@ class HandlerThreads:
                 return
             future, call = item
             try:
-                result = call()
+                outcome: tuple[asyncio.Future[Any], Any, BaseException | None] = (future, call(), None)
             except BaseException as exc:  # a handler's SystemExit must end its job, not its thread
-                self._loop.call_soon_threadsafe(_settle, future, None, exc)
-            else:
-                self._loop.call_soon_threadsafe(_settle, future, result, None)
+                outcome = (future, None, exc)
             with self._lock:
                 self._idle += 1
+                self._finished.append(outcome)
+                if self._wakeup_pending:
+                    continue
+                self._wakeup_pending = True
+            self._loop.call_soon_threadsafe(self._settle_finished)
+
+    def _settle_finished(self) -> None:
+        with self._lock:
+            finished, self._finished = self._finished, []
+            self._wakeup_pending = False
+        for future, result, exc in finished:
+            _settle(future, result, exc)
 
     def shutdown(self) -> None:
         for _ in self._threads:
@@ -122,27 +137,28 @@ async def run_handler(task: Task | None, name: str, args: Any, context: JobConte
         return Outcome(ok=False, error=f"unknown task {name!r}: no handler registered in this worker", permanent=True)
     if not isinstance(args, dict):
         return Outcome(ok=False, error=f"args must be a JSON object, got {type(args).__name__}", permanent=True)
-    try:
-        task.signature.bind(**args)
-    except TypeError as exc:
-        return Outcome(ok=False, error=f"arguments do not fit task {name!r}: {exc}", permanent=True)
+    if not args_fit(task, args):
+        try:
+            task.signature.bind(**args)
+        except TypeError as exc:
+            return Outcome(ok=False, error=f"arguments do not fit task {name!r}: {exc}", permanent=True)
 
     _current_job.set(context)
     # Awaited inline under asyncio.timeout, not via wait_for: on Python 3.11 wait_for runs a coroutine in a
     # task of its own, and a KeyboardInterrupt or SystemExit escaping such a task stops the whole event loop.
-    deadline = asyncio.timeout(task.timeout)
+    # Without a timeout there is no deadline to enter: that saves a few microseconds per job.
+    deadline = asyncio.timeout(task.timeout) if task.timeout is not None else None
     try:
-        async with deadline:
-            if task.is_async:
-                result = await task.fn(**args)
-            else:
-                call_context = contextvars.copy_context()
-                result = await threads.submit(lambda: call_context.run(task.fn, **args))
+        if deadline is None:
+            result = await _call(task, args, threads)
+        else:
+            async with deadline:
+                result = await _call(task, args, threads)
     except asyncio.CancelledError:
         context.cancel_event.set()
         raise
     except BaseException as exc:  # SystemExit, KeyboardInterrupt in a handler fail the job only
-        if isinstance(exc, TimeoutError) and deadline.expired():  # ours, not a TimeoutError of the handler's
+        if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():  # ours, not the handler's
             context.cancel_event.set()  # a sync handler can notice and stop; its slot is free already
             return Outcome(ok=False, error=f"timed out after {task.timeout:g} s")
         return Outcome(ok=False, error=_describe(exc), traceback=_short_traceback(exc))
@@ -158,6 +174,40 @@ async def run_handler(task: Task | None, name: str, args: Any, context: JobConte
         error = "handler returned a value with a NUL character, which jsonb cannot store"
         return Outcome(ok=False, error=error, permanent=True)
     return Outcome(ok=True, result_json=result_json)
+
+
+async def _call(task: Task, args: dict[str, Any], threads: HandlerThreads) -> Any:
+    if task.is_async:
+        return await task.fn(**args)
+    call_context = contextvars.copy_context()
+    return await threads.submit(lambda: call_context.run(task.fn, **args))
+
+
+@functools.cache
+def _keywords(task: Task) -> tuple[frozenset[str], frozenset[str]] | None:
+    """The argument names a handler accepts and those it requires, when it takes plain keywords only."""
+    accepted, required = set(), set()
+    for parameter in task.signature.parameters.values():
+        if parameter.kind not in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+            return None  # *args, **kwargs or positional-only: Signature.bind decides
+        accepted.add(parameter.name)
+        if parameter.default is inspect.Parameter.empty:
+            required.add(parameter.name)
+    return frozenset(accepted), frozenset(required)
+
+
+def args_fit(task: Task, args: dict[str, Any]) -> bool:
+    """True when `args` certainly bind to the handler: a set check per job instead of Signature.bind (~8 us)."""
+    keywords = _keywords(task)
+    if keywords is None:
+        return False
+    accepted, required = keywords
+    return required <= args.keys() <= accepted
+
+
+def failure(exc: BaseException) -> Outcome:
+    """The outcome of an attempt that raised `exc`."""
+    return Outcome(ok=False, error=_describe(exc), traceback=_short_traceback(exc))
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,6 +7,7 @@ one statement at a time) and `listen` (LISTEN only). Sync handlers run on daemon
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -26,7 +27,7 @@ import psycopg.errors
 
 from pgqueue import connections
 from pgqueue.errors import SchemaMissingError
-from pgqueue.execution import HandlerThreads, JobContext, Outcome, run_handler
+from pgqueue.execution import HandlerThreads, JobContext, Outcome, failure, run_handler
 from pgqueue.maintenance import Maintenance
 from pgqueue.queue import Queue
 from pgqueue.scheduler import Scheduler
@@ -35,6 +36,9 @@ from pgqueue.sql import QUERIES
 log = logging.getLogger("pgqueue.worker")
 
 JOBS_CHANNEL = "pgqueue_jobs"
+# Claim ahead only while handlers take less than this on average: a prefetched job then waits about as
+# long for its slot, so its start time and the other workers' fair share stay as they were.
+PREFETCH_BELOW_SECONDS = 0.01
 CANCEL_CHANNEL = "pgqueue_cancel"
 
 
@@ -49,6 +53,10 @@ class WorkerSettings:
     maintenance_interval: float | None = None  # rescue of lost jobs, pruning; default: lease / 2, at most 15 s
     retention: timedelta = field(default_factory=lambda: timedelta(days=7))
     ack_delay: float = 0.02  # completions are batched for at most this long
+    # Jobs claimed ahead of free slots while handlers are short (None: twice `concurrency`; 0: never).
+    # The next claim's round trip then overlaps the running batch instead of following it, and claims
+    # come in bigger batches (fewer commits per job).
+    prefetch: int | None = None
     reconnect_max_delay: float = 10.0
     # Where to LISTEN; default: the worker's DSN. Behind a transaction-pooling PgBouncer, point this at
     # PostgreSQL directly: LISTEN cannot work through such a pooler, and without it the worker polls.
@@ -63,6 +71,10 @@ class WorkerSettings:
             raise ValueError("poll_interval must be positive and grace_period not negative")
         if self.maintenance_interval is None:
             self.maintenance_interval = min(15.0, self.lease / 2)
+        if self.prefetch is None:
+            self.prefetch = 2 * self.concurrency
+        if self.prefetch < 0:
+            raise ValueError("prefetch must not be negative")
 
 
 @dataclass
@@ -94,6 +106,7 @@ class Worker:
         self.dsn = dsn or queue.dsn
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.running: dict[int, RunningJob] = {}
+        self.prefetched: collections.deque[tuple[Any, ...]] = collections.deque()  # claimed, waiting for a slot
         self.stats = {"completed": 0, "failed": 0, "retried": 0}
         self.before_claim_hooks: list[Callable[[Worker], Awaitable[None]]] = []
         self._results = _Results()
@@ -110,6 +123,7 @@ class Worker:
         self._threads: HandlerThreads | None = None
         self._maintenance = Maintenance(self)
         self._params_lease = timedelta(seconds=self.settings.lease)
+        self._job_seconds = PREFETCH_BELOW_SECONDS  # moving average of handler run times; prefetch when short
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -192,21 +206,29 @@ class Worker:
                 self._claim_wanted = self._due_unknown = True
             if settings.burst and not self.running and not self._results:
                 self._claim_wanted = True  # one more claim decides whether we are done
+            self._start_prefetched()
             free = settings.concurrency - len(self.running)
-            if self._claim_wanted and free > 0:
-                claimed = await self._flush_and_claim(free)
+            room = free + self._prefetch_room()
+            if self._claim_wanted and room > 0:
+                # Cleared before the claim, not after: a job notified while the claim is on its way may have
+                # committed after the claim's snapshot, and its wake-up must not be lost (it would wait for
+                # the next notification or the poll).
+                self._claim_wanted = False
+                claimed = await self._flush_and_claim(room)
                 if claimed is None:  # database unreachable: retried after the reconnect delay
+                    self._claim_wanted = True
                     continue
                 self._next_poll = time.time() + settings.poll_interval
-                for row in claimed:
-                    self._start(row)
-                if len(claimed) < free:
-                    self._claim_wanted = False
+                self.prefetched.extend(claimed)
+                self._start_prefetched()
+                if len(claimed) >= room:
+                    self._claim_wanted = True  # a full batch: there may be more
+                else:
                     if self._due_unknown:
                         # Only now and then: notifications and our own retries keep _next_due current.
                         self._due_unknown = False
                         await self._refresh_next_due()
-                    if settings.burst and not claimed and not self.running:
+                    if settings.burst and not claimed and not self.running and not self.prefetched:
                         await self._flush()
                         return
                 continue
@@ -217,6 +239,15 @@ class Worker:
                     await self._flush()
                 continue
             await self._sleep_until_woken(self._idle_timeout())
+
+    def _prefetch_room(self) -> int:
+        if self._job_seconds >= PREFETCH_BELOW_SECONDS:
+            return 0
+        return max(0, (self.settings.prefetch or 0) - len(self.prefetched))
+
+    def _start_prefetched(self) -> None:
+        while self.prefetched and len(self.running) < self.settings.concurrency and not self._stopping:
+            self._start(self.prefetched.popleft())
 
     def _idle_timeout(self) -> float:
         deadline = self._next_poll
@@ -248,12 +279,19 @@ class Worker:
     async def _run(self, job: RunningJob, args: Any) -> None:
         assert self._threads is not None
         task = self.queue.tasks.get(job.task_name)
+        started = time.monotonic()
         try:
             outcome = await run_handler(task, job.task_name, args, job.context, self._threads)
         except asyncio.CancelledError:
             outcome = None
+        except BaseException as exc:
+            # run_handler catches everything, but CPython lets a GeneratorExit raised through a future skip
+            # the except clauses of some awaiting frames; it must fail the attempt, not leave it running.
+            outcome = failure(exc)
         finally:
+            self._job_seconds += (time.monotonic() - started - self._job_seconds) * 0.2
             self.running.pop(job.id, None)
+            self._start_prefetched()  # the free slot goes to a claimed job at once, without a round trip
             self._wake.set()  # a free slot: claim more (if there may be more) or flush the ack
         if outcome is None or job.stopped:
             return
@@ -306,6 +344,9 @@ class Worker:
             async with self._round_trip() as conn:
                 results, self._results = self._results, _Results()
                 try:
+                    if not results:  # an idle worker woken for a new job: no pipeline to set up and sync
+                        cursor = await conn.execute(query, params)
+                        return await cursor.fetchall()
                     async with conn.pipeline():
                         await self._write_results(conn, results)
                         cursor = await conn.execute(query, params)
@@ -431,7 +472,7 @@ class Worker:
 
     async def _connect_main(self, *, first: bool = False) -> None:
         conn = await psycopg.AsyncConnection.connect(
-            self.dsn, autocommit=True, prepare_threshold=1, **connections.connect_kwargs(self.dsn)
+            self.dsn, autocommit=True, prepare_threshold=1, **connections.connect_kwargs(self.dsn, "pgqueue worker")
         )
         try:
             if await connections.behind_pooler_async(conn):
@@ -487,7 +528,8 @@ class Worker:
         delay = 0.5
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **connections.connect_kwargs(dsn))
+                kwargs = connections.connect_kwargs(dsn, "pgqueue listen")
+                conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, **kwargs)
             except psycopg.OperationalError as exc:
                 self._connection_lost(exc)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
@@ -534,9 +576,12 @@ class Worker:
         except ValueError:
             message = {}
         if channel == CANCEL_CHANNEL:
-            job = self.running.get(int(message.get("id", 0)))
+            job_id = int(message.get("id", 0))
+            job = self.running.get(job_id)
             if job is not None:
                 self.stop_job(job, "cancelled")
+            else:
+                self._drop_prefetched({job_id}, "cancelled")
             return
         queues = self.settings.queues
         if queues and message.get("queue") not in queues:
@@ -582,7 +627,7 @@ class Worker:
 
     async def _renew_leases(self) -> None:
         # Only jobs that have run longer than a heartbeat need it: a short job's claim lease suffices.
-        ids = [job.id for job in self.running.values() if not job.stopped]
+        ids = [job.id for job in self.running.values() if not job.stopped] + [row[0] for row in self.prefetched]
         if not ids:
             return
         rows = await self.execute(
@@ -593,10 +638,21 @@ class Worker:
             job = self.running.get(job_id)
             if job is not None and job_id not in renewed:
                 self.stop_job(job, "no longer held by this worker (cancelled or rescued)")
+        self._drop_prefetched(set(ids) - renewed, "no longer held by this worker (cancelled or rescued)")
+
+    def _drop_prefetched(self, ids: set[int], reason: str) -> None:
+        """Forget claimed jobs that have not started and are no longer ours: they must not run here."""
+        dropped = [row for row in self.prefetched if row[0] in ids]
+        if not dropped:
+            return
+        self.prefetched = collections.deque(row for row in self.prefetched if row[0] not in ids)
+        for row in dropped:
+            log.info("job %d %s attempt %d dropped before it started: %s", row[0], row[2], row[4], reason)
 
     # -- stopping -------------------------------------------------------------------------------
 
     async def _drain_on_stop(self) -> None:
+        await self._release_prefetched()
         deadline = time.time() + self.settings.grace_period
         while self.running and time.time() < deadline and not self._force_stop:
             await self._sleep_until_woken(min(0.2, max(0.0, deadline - time.time())))
@@ -604,6 +660,23 @@ class Worker:
         await self._flush()
         if self.running:
             await self._hand_back()
+
+    async def _release_prefetched(self) -> None:
+        """Jobs claimed ahead but never started go back to pending at once, their attempt not counted."""
+        if not self.prefetched:
+            return
+        rows, self.prefetched = list(self.prefetched), collections.deque()
+        params = {"ids": [row[0] for row in rows], "attempts": [row[4] for row in rows], "worker_id": self.id}
+        try:
+            released = await self.execute(QUERIES["release_jobs"], params)
+        except psycopg.OperationalError as exc:
+            log.warning(
+                "could not hand back %d prefetched job(s) (%s); they run again once their lease expires",
+                len(rows),
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+            return
+        log.info("handed %d prefetched job(s) back to the queue", sum(count for _queue, count, _sent in released))
 
     async def _hand_back(self) -> None:
         """Past the grace period: unfinished jobs go back to pending now, the attempt recorded."""

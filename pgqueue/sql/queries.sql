@@ -40,6 +40,16 @@ FROM unnest(
 ) AS batch(queue, task, args, priority, max_attempts, run_at, delay)
 RETURNING id;
 
+-- name: reserve_job_ids
+-- Ids for a batch written with COPY (which cannot return them), in ascending order.
+SELECT nextval(pg_get_serial_sequence('pgqueue.jobs', 'id'))
+FROM generate_series(1, %(count)s::int);
+
+-- name: copy_jobs
+-- The batch itself; run_at, status and created_at take their defaults (now(): the transaction's start),
+-- and the statement-level trigger notifies the workers as for an INSERT.
+COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts) FROM STDIN;
+
 -- name: claim
 -- Claim up to `limit` runnable jobs of any queue. SKIP LOCKED lets workers claim side by side;
 -- the ORDER BY matches jobs_claim_idx, so this is an index scan however many rows are finished.
@@ -130,6 +140,28 @@ WHERE job.id = failure.id
   AND job.worker_id = %(worker_id)s
 RETURNING job.id, job.status, extract(epoch FROM job.run_at) AS run_at;
 
+-- name: release_jobs
+-- Jobs a stopping worker claimed ahead but never started: pending again as if never claimed (the attempt
+-- does not count), and the other workers are told at once (one notification per queue).
+WITH released AS (
+    UPDATE pgqueue.jobs AS job
+    SET status = 'pending',
+        attempts = job.attempts - 1,
+        started_at = NULL,
+        worker_id = NULL,
+        lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS held(id, attempt)
+    WHERE job.id = held.id
+      AND job.attempts = held.attempt
+      AND job.status = 'running'
+      AND job.worker_id = %(worker_id)s
+    RETURNING job.queue
+)
+SELECT queue, count(*) AS released,
+       pg_notify('pgqueue_jobs', json_build_object('queue', queue, 'run_at', 0)::text)::text AS notified
+FROM released
+GROUP BY queue;
+
 -- name: renew_leases
 -- Heartbeat for all of a worker's running jobs in one statement. A job missing from the result
 -- is no longer this worker's (cancelled, or rescued after a lost lease): the worker stops it.
@@ -140,7 +172,8 @@ RETURNING id;
 
 -- name: rescue_lost_jobs
 -- Running jobs whose lease expired belong to a worker that is gone: back to pending (the lost
--- attempt recorded as an error), or failed when that was their last attempt.
+-- attempt recorded as an error), or failed when that was their last attempt. run_at is kept, so a
+-- rescued job goes back to its old place in line rather than behind the whole backlog.
 WITH lost AS (
     SELECT id
     FROM pgqueue.jobs
@@ -149,7 +182,6 @@ WITH lost AS (
 )
 UPDATE pgqueue.jobs AS job
 SET status = CASE WHEN job.attempts >= job.max_attempts THEN 'failed' ELSE 'pending' END,
-    run_at = now(),
     finished_at = CASE WHEN job.attempts >= job.max_attempts THEN now() END,
     lease_expires_at = NULL,
     error = 'worker lost: lease expired on worker ' || coalesce(job.worker_id, '?'),

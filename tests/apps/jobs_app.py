@@ -153,18 +153,24 @@ _RAISES: dict[str, type[BaseException]] = {
     "system_exit": SystemExit,
     "keyboard_interrupt": KeyboardInterrupt,
     "generator_exit": GeneratorExit,
+    "timeout": TimeoutError,  # its own, with no task timeout set
+    "nul_message": ValueError,  # the message carries a NUL byte, which PostgreSQL text cannot hold
 }
+
+
+def _raise(kind: str) -> None:
+    raise _RAISES[kind](f"raised by the handler ({kind})" + ("\x00" if kind == "nul_message" else ""))
 
 
 @queue.task(name="fault_raise", max_attempts=1)
 def fault_raise(kind: str) -> None:
-    raise _RAISES[kind](f"raised by the handler ({kind})")
+    _raise(kind)
 
 
 @queue.task(name="fault_raise_async", max_attempts=1, timeout=30)
 async def fault_raise_async(kind: str) -> None:
     await asyncio.sleep(0)
-    raise _RAISES[kind](f"raised by the handler ({kind})")
+    _raise(kind)
 
 
 @queue.task(name="fault_typed", max_attempts=1)
@@ -174,7 +180,7 @@ def fault_typed(n: int) -> int:
 
 @queue.task(name="fault_unserialisable", max_attempts=1)
 def fault_unserialisable(kind: str) -> Any:
-    return {"object": object(), "set": {1, 2}, "nan": float("nan"), "bytes": b"x"}[kind]
+    return {"object": object(), "set": {1, 2}, "nan": float("nan"), "bytes": b"x", "nul": "a\x00b"}[kind]
 
 
 @queue.task(name="fault_cancellable_sync", retry=Fixed(0.1))

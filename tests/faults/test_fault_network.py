@@ -1,0 +1,161 @@
+"""The network between workers and PostgreSQL fails: connections cut, or silently black-holed.
+
+Workers reach the database through a TCP proxy (tests/faults/proxy.py); the handlers write their results over a
+direct connection, and the test enqueues and observes directly too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+
+from pgqueue import JobSpec, Queue
+from tests.apps.jobs_app import queue as app_queue
+from tests.faults.harness import FaultDatabase, Workers, runs_per_job, scalar, statuses, wait_until
+from tests.faults.proxy import TcpProxy
+
+
+def enqueue(dsn: str, first: int, count: int, seconds: float = 0.0) -> None:
+    queue = Queue(dsn)
+    queue.tasks = app_queue.tasks
+    try:
+        queue.enqueue_many([JobSpec("fault_record", {"n": n, "seconds": seconds}) for n in range(first, first + count)])
+    finally:
+        queue.close()
+
+
+def listeners(db: psycopg.Connection) -> dict[int, int]:
+    """pid -> client port of the workers' LISTEN connections."""
+    query = (
+        "SELECT pid, client_port FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'pgqueue listen'"
+    )
+    return dict(db.execute(query).fetchall())
+
+
+def lost_and_back(log: str) -> tuple[int, int]:
+    return log.count("database connection lost"), log.count("database connection re-established")
+
+
+def test_connections_severed_then_restored(
+    fault_db: FaultDatabase, db: psycopg.Connection, proxy: TcpProxy, workers: Workers, figures: dict[str, Any]
+) -> None:
+    through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/{fault_db.name}"
+    pool = workers.start_many(3, through_proxy, "--concurrency", "4", "--lease", "5", "--poll-interval", "1")
+    wait_until(lambda: len(listeners(db)) == 3, what="workers listening")
+    enqueue(fault_db.dsn, 0, 200, seconds=0.05)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM fault_results") >= 30, what="jobs flowing")
+
+    cut = proxy.sever()  # every connection reset, new ones refused
+    enqueue(fault_db.dsn, 200, 100)  # their notifications reach no worker
+    time.sleep(3)
+    old_listeners = set(listeners(db))
+    proxy.restore()
+    restored_at = scalar(db, "SELECT now()")
+    resumed_in = wait_until(
+        lambda: scalar(db, "SELECT count(DISTINCT pid) FROM fault_results WHERE at > %s", (restored_at,)) == 3,
+        timeout=60,
+        what="every worker running jobs again",
+    )
+    wait_until(lambda: statuses(db).get("completed") == 300, timeout=90, what="every job completed")
+    wait_until(lambda: len(set(listeners(db)) - old_listeners) == 3, timeout=30, what="LISTEN re-established")
+
+    runs = runs_per_job(db)
+    assert statuses(db) == {"completed": 300}
+    assert len(runs) == 300 and max(runs.values()) == 1
+    for worker in pool:
+        assert worker.alive()
+        assert lost_and_back(worker.output()) == (1, 1), worker.output()
+    figures.update(
+        enqueued=300,
+        completed=300,
+        lost=300 - len(runs),
+        **{"ran twice": sum(1 for count in runs.values() if count > 1)},
+        **{"recovery s": f"{resumed_in:.1f}"},
+        notes=f"{cut} connections reset, new ones refused for 3 s (100 jobs enqueued meanwhile); LISTEN re-established",
+    )
+
+
+def test_silently_dead_listen_connection(
+    fault_db: FaultDatabase, db: psycopg.Connection, proxy: TcpProxy, workers: Workers, figures: dict[str, Any]
+) -> None:
+    through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/{fault_db.name}"
+    # The probe waits min(10 s, lease) for an answer: with lease 8 the dead LISTEN is noticed after 9 s or
+    # more, long after polling (every second) has run the jobs enqueued meanwhile.
+    pool = workers.start_many(2, through_proxy, "--lease", "8", "--poll-interval", "1")
+    wait_until(lambda: len(listeners(db)) == 2, what="workers listening")
+    old = listeners(db)
+    assert proxy.blackhole(lambda link: link.upstream_port in old.values()) == 2  # TCP stays up; nothing moves
+    holed = time.monotonic()
+
+    enqueue(fault_db.dsn, 0, 50)
+    ran_in = wait_until(lambda: statuses(db).get("completed") == 50, timeout=30, what="jobs run by polling")
+    assert set(listeners(db)) == set(old)  # the dead LISTEN not yet noticed: polling alone ran them
+
+    # The old backends live on (the server sees nothing wrong); each worker opened a new one.
+    wait_until(lambda: len(set(listeners(db)) - set(old)) == 2, timeout=60, what="LISTEN re-established")
+    detected_in = time.monotonic() - holed
+    enqueue(fault_db.dsn, 50, 10)
+    wait_until(lambda: statuses(db).get("completed") == 60, timeout=30, what="jobs after the new LISTEN")
+
+    runs = runs_per_job(db)
+    assert len(runs) == 60 and max(runs.values()) == 1
+    for worker in pool:
+        assert worker.alive()
+        assert "LISTEN connection: no answer within 8 s" in worker.output(), worker.output()
+    figures.update(
+        enqueued=60,
+        completed=statuses(db)["completed"],
+        lost=60 - len(runs),
+        **{"ran twice": sum(1 for count in runs.values() if count > 1)},
+        **{"recovery s": f"{detected_in:.1f}"},
+        notes=f"LISTEN black-holed: 50 jobs run by polling in {ran_in:.1f} s; the probe replaced the "
+        "connection (recovery = until a new LISTEN)",
+    )
+
+
+def test_black_hole_of_every_open_connection(
+    fault_db: FaultDatabase, db: psycopg.Connection, proxy: TcpProxy, workers: Workers, figures: dict[str, Any]
+) -> None:
+    """Every open connection goes silent for good (a firewall or NAT that lost its state); new ones work."""
+    through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/{fault_db.name}"
+    lease = 4
+    pool = workers.start_many(2, through_proxy, "--concurrency", "4", "--lease", str(lease), "--poll-interval", "1")
+    wait_until(lambda: len(listeners(db)) == 2, what="workers listening")
+    enqueue(fault_db.dsn, 0, 150, seconds=0.1)
+    wait_until(lambda: scalar(db, "SELECT count(*) FROM fault_results") >= 20, what="jobs flowing")
+
+    holed = proxy.blackhole(lambda link: True)  # the open ones only: new connections still pass
+    held_at = time.monotonic()
+    time.sleep(0.5)  # statements already past the proxy finish
+    running_then = {job_id for (job_id,) in db.execute("SELECT id FROM pgqueue.jobs WHERE status = 'running'")}
+    enqueue(fault_db.dsn, 150, 50)
+    wait_until(lambda: statuses(db).get("completed") == 200, timeout=120, what="every job completed")
+    recovered_in = time.monotonic() - held_at
+
+    runs = runs_per_job(db)
+    twice = {job_id for job_id, count in runs.items() if count > 1}
+    rescued = {
+        job_id
+        for job_id, errors in db.execute("SELECT id, errors FROM pgqueue.jobs")
+        if any(error["error"].startswith("worker lost") for error in errors)
+    }
+    assert statuses(db) == {"completed": 200}
+    assert len(runs) == 200  # none lost
+    assert twice <= running_then & rescued  # only jobs running when the path died, and only after their lease
+    for worker in pool:
+        assert worker.alive()
+        log = worker.output()
+        assert "no answer" in log and "database connection re-established" in log, log
+        assert "Traceback" not in log
+    figures.update(
+        enqueued=200,
+        completed=statuses(db)["completed"],
+        lost=200 - len(runs),
+        **{"ran twice": len(twice)},
+        **{"recovery s": f"{recovered_in:.1f}"},
+        notes=f"{holed} open connections black-holed for good, lease {lease} s; twice = running then, "
+        "lease expired before the worker's new connection could ack",
+    )
