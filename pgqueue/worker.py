@@ -39,6 +39,8 @@ JOBS_CHANNEL = "pgqueue_jobs"
 # Claim ahead only while handlers take less than this on average: a prefetched job then waits about as
 # long for its slot, so its start time and the other workers' fair share stay as they were.
 PREFETCH_BELOW_SECONDS = 0.01
+# Bigger claims stopped paying here (measured: concurrency 256 drained 14k jobs/s alone, 7.5k with 512 ahead).
+PREFETCH_CLAIM_UP_TO = 64
 CANCEL_CHANNEL = "pgqueue_cancel"
 
 
@@ -53,9 +55,9 @@ class WorkerSettings:
     maintenance_interval: float | None = None  # rescue of lost jobs, pruning; default: lease / 2, at most 15 s
     retention: timedelta = field(default_factory=lambda: timedelta(days=7))
     ack_delay: float = 0.02  # completions are batched for at most this long
-    # Jobs claimed ahead of free slots while handlers are short (None: twice `concurrency`; 0: never).
-    # The next claim's round trip then overlaps the running batch instead of following it, and claims
-    # come in bigger batches (fewer commits per job).
+    # Jobs claimed ahead of free slots while handlers are short (0: never). The next claim's round trip then
+    # overlaps the running batch instead of following it, and claims come in bigger batches (fewer commits
+    # per job). None: twice `concurrency`, but no more than fills a claim of PREFETCH_CLAIM_UP_TO jobs.
     prefetch: int | None = None
     reconnect_max_delay: float = 10.0
     # Where to LISTEN; default: the worker's DSN. Behind a transaction-pooling PgBouncer, point this at
@@ -72,7 +74,7 @@ class WorkerSettings:
         if self.maintenance_interval is None:
             self.maintenance_interval = min(15.0, self.lease / 2)
         if self.prefetch is None:
-            self.prefetch = 2 * self.concurrency
+            self.prefetch = max(0, min(2 * self.concurrency, PREFETCH_CLAIM_UP_TO - self.concurrency))
         if self.prefetch < 0:
             raise ValueError("prefetch must not be negative")
 
