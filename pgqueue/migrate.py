@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -34,23 +35,21 @@ def alembic_config() -> Config:
 
 def upgrade(dsn: str, revision: str = "head") -> None:
     """Bring the database to `revision`; safe to run concurrently and repeatedly."""
-    config = alembic_config()
-    engine = engine_for(dsn)
-    try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    finally:
-        engine.dispose()
+    _run(command.upgrade, dsn, revision)
 
 
 def downgrade(dsn: str, revision: str) -> None:
+    _run(command.downgrade, dsn, revision)
+
+
+def _run(alembic_command: Callable[[Config, str], None], dsn: str, revision: str) -> None:
+    """One Alembic command in one transaction on our own engine (env.py takes the connection from config)."""
     config = alembic_config()
     engine = engine_for(dsn)
     try:
         with engine.begin() as connection:
             config.attributes["connection"] = connection
-            command.downgrade(config, revision)
+            alembic_command(config, revision)
     finally:
         engine.dispose()
 

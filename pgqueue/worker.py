@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, LiteralString
@@ -110,7 +110,6 @@ class Worker:
         self.running: dict[int, RunningJob] = {}
         self.prefetched: collections.deque[tuple[Any, ...]] = collections.deque()  # claimed, waiting for a slot
         self.stats = {"completed": 0, "failed": 0, "retried": 0}
-        self.before_claim_hooks: list[Callable[[Worker], Awaitable[None]]] = []
         self._results = _Results()
         self._main: psycopg.AsyncConnection[Any] | None = None
         self._outage_since: float | None = None  # a connection was lost and none has been re-established yet
@@ -337,22 +336,22 @@ class Worker:
             return QUERIES["claim_from_queues"], params
         return QUERIES["claim"], params
 
-    async def _flush_and_claim(self, limit: int) -> list[tuple[Any, ...]] | None:
-        """Write buffered outcomes and claim up to `limit` jobs in one pipelined round trip."""
-        for hook in self.before_claim_hooks:
-            await hook(self)
-        query, params = self._claim_params(limit)
+    async def _flush_and_claim(self, limit: int | None) -> list[tuple[Any, ...]] | None:
+        """Write buffered outcomes and, given a limit, claim up to that many jobs: one pipelined round trip.
+
+        Returns the claimed rows ([] without a limit), or None when the database was unreachable.
+        """
+        claim = self._claim_params(limit) if limit is not None else None
         try:
             async with self._round_trip() as conn:
                 results, self._results = self._results, _Results()
                 try:
                     if not results:  # an idle worker woken for a new job: no pipeline to set up and sync
-                        cursor = await conn.execute(query, params)
-                        return await cursor.fetchall()
+                        return await (await conn.execute(*claim)).fetchall() if claim else []
                     async with conn.pipeline():
                         await self._write_results(conn, results)
-                        cursor = await conn.execute(query, params)
-                    return await cursor.fetchall()
+                        cursor = await conn.execute(*claim) if claim else None
+                    return await cursor.fetchall() if cursor else []
                 except BaseException:
                     self._requeue_results(results)
                     raise
@@ -361,19 +360,8 @@ class Worker:
             return None
 
     async def _flush(self) -> None:
-        if not self._results:
-            return
-        try:
-            async with self._round_trip() as conn:
-                results, self._results = self._results, _Results()
-                try:
-                    async with conn.pipeline():
-                        await self._write_results(conn, results)
-                except BaseException:
-                    self._requeue_results(results)
-                    raise
-        except psycopg.OperationalError as exc:
-            await self._lost_connection(exc)
+        if self._results:
+            await self._flush_and_claim(None)
 
     def _requeue_results(self, results: _Results) -> None:
         # Kept for the next attempt: an outcome is only forgotten once it is written.

@@ -10,6 +10,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -51,26 +52,32 @@ def template_db(server_dsn: str, worker_id: str) -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def _database(server_dsn: str, template: str | None = None) -> Iterator[str]:
+    """A new database for one test (empty, or a copy of `template`), dropped afterwards."""
+    name = f"pgqueue_test_{uuid.uuid4().hex[:10]}"
+    copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+    with _admin(server_dsn) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"{copy}')
+    try:
+        yield make_conninfo(server_dsn, dbname=name)
+    finally:
+        with _admin(server_dsn) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def empty_dsn(server_dsn: str) -> Iterator[str]:
     """A database with nothing in it (for migration tests)."""
-    name = f"pgqueue_test_{uuid.uuid4().hex[:10]}"
-    with _admin(server_dsn) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield make_conninfo(server_dsn, dbname=name)
-    with _admin(server_dsn) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _database(server_dsn) as dsn:
+        yield dsn
 
 
 @pytest.fixture
 def dsn(server_dsn: str, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test."""
-    name = f"pgqueue_test_{uuid.uuid4().hex[:10]}"
-    with _admin(server_dsn) as admin:
-        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}" STRATEGY FILE_COPY')
-    yield make_conninfo(server_dsn, dbname=name)
-    with _admin(server_dsn) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with _database(server_dsn, template_db) as fresh:
+        yield fresh
 
 
 @pytest.fixture

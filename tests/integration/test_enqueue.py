@@ -209,3 +209,22 @@ def test_dedup_key_one_live_job_per_key(queue: Queue, dsn: str, db: psycopg.Conn
         assert queue.enqueue("generate_invoice", {"order_id": 3}, dedup_key="invoice-3", connection=conn) > 0
         conn.rollback()
     assert db.execute("SELECT count(*) FROM pgqueue.jobs WHERE dedup_key = 'invoice-3'").fetchone()[0] == 0
+
+
+def test_dedup_key_concurrent_enqueues_agree(queue: Queue, dsn: str, db: psycopg.Connection) -> None:
+    import threading
+
+    with psycopg.connect(dsn) as first:
+        holder = queue.enqueue("generate_invoice", {"order_id": 9}, dedup_key="invoice-9", connection=first)
+        second: list[int] = []
+        # The second enqueue waits on the first's uncommitted row, then yields to it once it commits.
+        racer = threading.Thread(
+            target=lambda: second.append(queue.enqueue("generate_invoice", {"order_id": 9}, dedup_key="invoice-9"))
+        )
+        racer.start()
+        racer.join(0.5)
+        assert racer.is_alive() and second == []
+        first.commit()
+        racer.join(10)
+    assert second == [holder]
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs WHERE dedup_key = 'invoice-9'").fetchone()[0] == 1

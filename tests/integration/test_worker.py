@@ -318,3 +318,25 @@ def test_lost_lease_is_rescued(queue: Queue, db: psycopg.Connection) -> None:
     ).fetchone()
     assert (status, attempts) == ("completed", 2)
     assert errors[0]["error"] == "worker lost: lease expired on worker ghost"
+
+
+def test_rescued_job_keeps_its_place_in_line(queue: Queue, db: psycopg.Connection) -> None:
+    order: list[str] = []
+
+    @queue.task
+    def mark(label: str) -> None:
+        order.append(label)
+
+    lost = queue.enqueue("mark", {"label": "lost"})
+    queue.enqueue("mark", {"label": "newer"})
+    db.execute(
+        "UPDATE pgqueue.jobs SET status = 'running', attempts = 1, worker_id = 'ghost', "
+        "lease_expires_at = now() - interval '1 second' WHERE id = %s",
+        (lost,),
+    )
+    run_at_before = db.execute("SELECT run_at FROM pgqueue.jobs WHERE id = %s", (lost,)).fetchone()[0]
+    with Background(queue, maintenance_interval=0.2, concurrency=1):
+        wait_for(lambda: len(order) == 2)
+    # Rescued with its old run_at: back in its old place in line, not behind the whole backlog.
+    assert sorted(order) == ["lost", "newer"]
+    assert db.execute("SELECT run_at FROM pgqueue.jobs WHERE id = %s", (lost,)).fetchone()[0] == run_at_before
