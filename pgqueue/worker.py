@@ -329,28 +329,49 @@ class Worker:
 
     # -- database round trips -------------------------------------------------------------------
 
-    def _claim_params(self, limit: int) -> tuple[LiteralString, dict[str, Any]]:
+    def _claim_params(
+        self, limit: int, completed: list[tuple[int, int, str | None]] | None = None
+    ) -> tuple[LiteralString, dict[str, Any]]:
+        """The claim statement and its parameters; with `completed`, the variant that acks those jobs too."""
         params: dict[str, Any] = {"limit": limit, "worker_id": self.id, "lease": self._params_lease}
+        name = "claim"
         if self.settings.queues:
             params["queues"] = self.settings.queues
-            return QUERIES["claim_from_queues"], params
-        return QUERIES["claim"], params
+            name = "claim_from_queues"
+        if completed:
+            params.update(self._completion_params(completed))
+            name = f"complete_and_{name}"
+        return QUERIES[name], params
+
+    def _completion_params(self, completed: list[tuple[int, int, str | None]]) -> dict[str, Any]:
+        ids, attempts, values = zip(*completed, strict=True)
+        return {
+            "ids": _int_array(ids),
+            "attempts": _int_array(attempts),
+            # Most handlers return nothing: a NULL array is padded out by unnest, and costs nothing to send.
+            "results": list(values) if any(value is not None for value in values) else None,
+            "worker_id": self.id,
+        }
 
     async def _flush_and_claim(self, limit: int | None) -> list[tuple[Any, ...]] | None:
-        """Write buffered outcomes and, given a limit, claim up to that many jobs: one pipelined round trip.
+        """Write buffered outcomes and, given a limit, claim up to that many jobs, in one round trip.
 
         Returns the claimed rows ([] without a limit), or None when the database was unreachable.
         """
-        claim = self._claim_params(limit) if limit is not None else None
         try:
             async with self._round_trip() as conn:
                 results, self._results = self._results, _Results()
                 try:
-                    if not results:  # an idle worker woken for a new job: no pipeline to set up and sync
-                        return await (await conn.execute(*claim)).fetchall() if claim else []
+                    if limit is not None and not results.failed:
+                        # The common case: the acks (if any) and the claim as one statement. It costs a busy
+                        # worker less than a pipeline of two (measured: about 15% more jobs/s in a drain).
+                        claim = self._claim_params(limit, results.completed)
+                        rows = await (await conn.execute(*claim)).fetchall()
+                        self.stats["completed"] += len(results.completed)
+                        return rows
                     async with conn.pipeline():
                         await self._write_results(conn, results)
-                        cursor = await conn.execute(*claim) if claim else None
+                        cursor = await conn.execute(*self._claim_params(limit)) if limit is not None else None
                     return await cursor.fetchall() if cursor else []
                 except BaseException:
                     self._requeue_results(results)
@@ -371,12 +392,8 @@ class Worker:
 
     async def _write_results(self, conn: psycopg.AsyncConnection[Any], results: _Results) -> None:
         if results.completed:
-            ids, attempts, values = zip(*results.completed, strict=True)
-            await conn.execute(
-                QUERIES["complete_jobs"],
-                {"ids": list(ids), "attempts": list(attempts), "results": list(values), "worker_id": self.id},
-            )
-            self.stats["completed"] += len(ids)
+            await conn.execute(QUERIES["complete_jobs"], self._completion_params(results.completed))
+            self.stats["completed"] += len(results.completed)
         if results.failed:
             ids, attempts, retry, delays, errors, tracebacks = zip(*results.failed, strict=True)
             cursor = await conn.execute(
@@ -588,7 +605,7 @@ class Worker:
         if job.stopped:
             return
         job.stopped = True
-        job.context.cancel_event.set()
+        job.context.cancel()
         if job.handle is not None:
             job.handle.cancel()
         log.info("job %d %s attempt %d stopped: %s", job.id, job.task_name, job.attempt, reason)
@@ -682,6 +699,12 @@ class Worker:
         self._requeue_results(interrupted)
         await self._flush()
         log.warning("handed %d unfinished job(s) back to the queue", len(jobs))
+
+
+def _int_array(values: Any) -> str:
+    """An array literal for `::bigint[]`/`::int[]`: one string to send instead of adapting each element (acks
+    of a drain carry thousands of ids a second)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _first_line(exc: BaseException) -> str:

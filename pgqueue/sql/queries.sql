@@ -102,7 +102,8 @@ RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts;
 
 -- name: complete_jobs
 -- Batched acknowledgement. The attempt and worker checks make a late ack of a job that was
--- rescued, cancelled or handed back a no-op instead of overwriting the newer state.
+-- rescued, cancelled or handed back a no-op instead of overwriting the newer state. A busy worker
+-- runs it as the first CTE of its next claim (complete_and_claim*, composed in sql/__init__.py).
 UPDATE pgqueue.jobs AS job
 SET status = 'completed',
     finished_at = now(),
