@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,4 +95,23 @@ def run(dsn: str, rows: int, batches: tuple[int, ...] = (16, 100), clients: tupl
         conn.execute("TRUNCATE pgqueue.jobs")
         results["insert_one_per_tx_clients1_per_s"] = _pgbench(dsn, insert_script(), ["-c", "1", "-T", "5"])
         conn.execute("TRUNCATE pgqueue.jobs")
+        results.update(_trivial_insert(conn, dsn))
     return results
+
+
+def _trivial_insert(conn: psycopg.Connection[Any], dsn: str, count: int = 2_000) -> dict[str, float]:
+    """The cheapest durable write there is (one int, no index, no trigger), by pgbench and by bare psycopg:
+    what any client of this server pays per committed transaction before doing anything useful."""
+    conn.execute("CREATE TABLE bench_trivial (n int)")
+    try:
+        pgbench = _pgbench(dsn, "INSERT INTO bench_trivial (n) VALUES (1);\n", ["-c", "1", "-T", "5"])
+        with psycopg.connect(dsn, autocommit=True) as client:
+            for n in range(100):  # warm up the connection and the prepared statement
+                client.execute("INSERT INTO bench_trivial (n) VALUES (%s)", (n,), prepare=True)
+            started = time.perf_counter()
+            for n in range(count):
+                client.execute("INSERT INTO bench_trivial (n) VALUES (%s)", (n,), prepare=True)
+            psycopg_rate = count / (time.perf_counter() - started)
+    finally:
+        conn.execute("DROP TABLE bench_trivial")
+    return {"trivial_insert_pgbench_per_s": pgbench, "trivial_insert_bare_psycopg_per_s": psycopg_rate}

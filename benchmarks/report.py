@@ -144,3 +144,6 @@ def _print_ceiling(document: dict[str, Any]) -> None:
     insert = ceiling.get("insert_one_per_tx_clients1_per_s")
     if single and insert:
         print(f"  pgqueue enqueue, one per transaction: {single / insert:.2f} of the single-insert ceiling")
+    floor = ceiling.get("trivial_insert_bare_psycopg_per_s")
+    if single and floor:
+        print(f"  pgqueue enqueue, one per transaction: {single / floor:.2f} of a one-int insert by bare psycopg")
