@@ -36,11 +36,15 @@ from pgqueue.sql import QUERIES
 log = logging.getLogger("pgqueue.worker")
 
 JOBS_CHANNEL = "pgqueue_jobs"
-# Claim ahead only while handlers take less than this on average: a prefetched job then waits about as
-# long for its slot, so its start time and the other workers' fair share stay as they were.
+# Claim ahead only while handlers take less than this on average: longer jobs are better left in the table,
+# where an idle worker elsewhere can take them.
 PREFETCH_BELOW_SECONDS = 0.01
-# Bigger claims stopped paying here (measured: concurrency 256 drained 14k jobs/s alone, 7.5k with 512 ahead).
-PREFETCH_CLAIM_UP_TO = 64
+# ... and no more than about this much work per process: the last job claimed ahead starts within it.
+PREFETCH_AHEAD_SECONDS = 0.05
+# The default ceiling of one claim (slots + claimed ahead). Since acks ride on the claim statement, bigger
+# claims pay (measured, no-op jobs, 1 process, concurrency 16: claims up to 48 -> 23k jobs/s, 256 -> 39k,
+# 512 -> 43k); each is one index scan and one UPDATE however many rows it takes.
+PREFETCH_CLAIM_UP_TO = 512
 CANCEL_CHANNEL = "pgqueue_cancel"
 
 
@@ -57,7 +61,8 @@ class WorkerSettings:
     ack_delay: float = 0.02  # completions are batched for at most this long
     # Jobs claimed ahead of free slots while handlers are short (0: never). The next claim's round trip then
     # overlaps the running batch instead of following it, and claims come in bigger batches (fewer commits
-    # per job). None: twice `concurrency`, but no more than fills a claim of PREFETCH_CLAIM_UP_TO jobs.
+    # per job). None: as many as fill a claim of PREFETCH_CLAIM_UP_TO jobs. Either way no more than about
+    # PREFETCH_AHEAD_SECONDS of work at the current average run time, and none while jobs take 10 ms or more.
     prefetch: int | None = None
     reconnect_max_delay: float = 10.0
     # Where to LISTEN; default: the worker's DSN. Behind a transaction-pooling PgBouncer, point this at
@@ -74,7 +79,7 @@ class WorkerSettings:
         if self.maintenance_interval is None:
             self.maintenance_interval = min(15.0, self.lease / 2)
         if self.prefetch is None:
-            self.prefetch = max(0, min(2 * self.concurrency, PREFETCH_CLAIM_UP_TO - self.concurrency))
+            self.prefetch = max(0, PREFETCH_CLAIM_UP_TO - self.concurrency)
         if self.prefetch < 0:
             raise ValueError("prefetch must not be negative")
 
@@ -244,7 +249,8 @@ class Worker:
     def _prefetch_room(self) -> int:
         if self._job_seconds >= PREFETCH_BELOW_SECONDS:
             return 0
-        return max(0, (self.settings.prefetch or 0) - len(self.prefetched))
+        worth = int(self.settings.concurrency * PREFETCH_AHEAD_SECONDS / max(self._job_seconds, 1e-6))
+        return max(0, min(self.settings.prefetch or 0, worth) - len(self.prefetched))
 
     def _start_prefetched(self) -> None:
         while self.prefetched and len(self.running) < self.settings.concurrency and not self._stopping:
