@@ -551,15 +551,18 @@ class Worker:
             delay = 0.5
             try:
                 async with conn:
-                    if await connections.behind_pooler_async(conn):
+                    async with self._listen_answer():  # the path can go silent while we set up, too
+                        pooled = await connections.behind_pooler_async(conn)
+                        if not pooled:
+                            await conn.execute(f"LISTEN {JOBS_CHANNEL}")
+                            await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+                    if pooled:
                         log.warning(
                             "LISTEN cannot work through a connection pooler: polling every %g s instead "
                             "(set --listen-dsn / PGQUEUE_LISTEN_DSN to a direct connection for instant wake-ups)",
                             self.settings.poll_interval,
                         )
                         return
-                    await conn.execute(f"LISTEN {JOBS_CHANNEL}")
-                    await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                     self._connection_back()
                     self._due_unknown = True  # catch up with anything inserted while we were not listening
                     self.wake()
@@ -574,14 +577,22 @@ class Worker:
 
     async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
         # A silently dead connection delivers nothing; a cheap probe each poll interval finds it out.
-        probe_timeout = min(10.0, self.settings.lease)
         while True:
             async for notice in conn.notifies(timeout=self.settings.poll_interval):
                 self._on_notification(notice.channel, notice.payload)
-            try:
-                await asyncio.wait_for(conn.execute("SELECT 1"), timeout=probe_timeout)
-            except TimeoutError:
-                raise psycopg.OperationalError(f"LISTEN connection: no answer within {probe_timeout:g} s") from None
+            async with self._listen_answer():
+                await conn.execute("SELECT 1")
+
+    @contextlib.asynccontextmanager
+    async def _listen_answer(self) -> AsyncIterator[None]:
+        """No answer on the LISTEN connection within min(10 s, lease) counts as a lost connection: a black-holed
+        path that TCP keepalives cannot see would otherwise leave the worker deaf for good."""
+        timeout = min(10.0, self.settings.lease)
+        try:
+            async with asyncio.timeout(timeout):
+                yield
+        except TimeoutError:
+            raise psycopg.OperationalError(f"LISTEN connection: no answer within {timeout:g} s") from None
 
     def _on_notification(self, channel: str, payload: str) -> None:
         try:

@@ -26,12 +26,14 @@ def enqueue(dsn: str, first: int, count: int, seconds: float = 0.0) -> None:
         queue.close()
 
 
-def listeners(db: psycopg.Connection) -> dict[int, int]:
-    """pid -> client port of the workers' LISTEN connections."""
+def listeners(db: psycopg.Connection, *, listening: bool = False) -> dict[int, int]:
+    """pid -> client port of the workers' LISTEN connections (with `listening`: only those past their LISTEN)."""
     query = (
         "SELECT pid, client_port FROM pg_stat_activity "
         "WHERE datname = current_database() AND application_name = 'pgqueue listen'"
     )
+    if listening:
+        query += " AND (query LIKE 'LISTEN %%' OR query = 'SELECT 1')"
     return dict(db.execute(query).fetchall())
 
 
@@ -85,7 +87,8 @@ def test_silently_dead_listen_connection(
     # The probe waits min(10 s, lease) for an answer: with lease 8 the dead LISTEN is noticed after 9 s or
     # more, long after polling (every second) has run the jobs enqueued meanwhile.
     pool = workers.start_many(2, through_proxy, "--lease", "8", "--poll-interval", "1")
-    wait_until(lambda: len(listeners(db)) == 2, what="workers listening")
+    # Past their LISTEN: the black hole then meets the steady state (the set-up has the same timeout).
+    wait_until(lambda: len(listeners(db, listening=True)) == 2, what="workers listening")
     old = listeners(db)
     assert proxy.blackhole(lambda link: link.upstream_port in old.values()) == 2  # TCP stays up; nothing moves
     holed = time.monotonic()
@@ -158,4 +161,57 @@ def test_black_hole_of_every_open_connection(
         **{"recovery s": f"{recovered_in:.1f}"},
         notes=f"{holed} open connections black-holed for good, lease {lease} s; twice = running then, "
         "lease expired before the worker's new connection could ack",
+    )
+
+
+def test_listen_connection_silent_while_it_is_set_up(
+    fault_db: FaultDatabase, db: psycopg.Connection, proxy: TcpProxy, figures: dict[str, Any], monkeypatch: Any
+) -> None:
+    """The path goes silent between connecting and LISTEN: the set-up has the probe's timeout, not none."""
+    import asyncio
+    import threading
+
+    from pgqueue import connections
+    from pgqueue.worker import Worker, WorkerSettings
+
+    through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/{fault_db.name}"
+    original = connections.behind_pooler_async
+    silenced = threading.Event()
+
+    async def silence_first_listen_setup(conn: psycopg.AsyncConnection) -> bool:
+        # The first statement of the first LISTEN connection's set-up: black-hole it (a real fault, timed here).
+        if not silenced.is_set() and conn.info.port == proxy.port:
+            silenced.set()
+            assert await asyncio.to_thread(proxy.blackhole, lambda link: True) == 1  # open links only
+        return await original(conn)
+
+    monkeypatch.setattr(connections, "behind_pooler_async", silence_first_listen_setup)
+    monkeypatch.setenv("PGQUEUE_RESULTS_DSN", fault_db.dsn)  # where fault_record writes, as for worker processes
+    queue = Queue(fault_db.dsn)
+    queue.tasks = app_queue.tasks
+    settings = WorkerSettings(listen_dsn=through_proxy, lease=3, poll_interval=30)  # polling would take 30 s
+    worker = Worker(queue, settings)
+    thread = threading.Thread(target=lambda: asyncio.run(worker.run_async()), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    try:
+        wait_until(silenced.is_set, timeout=30, what="the LISTEN set-up silenced")
+        wait_until(lambda: len(listeners(db, listening=True)) == 1, timeout=30, what="a new LISTEN")
+        listening_in = time.monotonic() - started
+        enqueue(fault_db.dsn, 0, 5)
+        woke = time.monotonic()
+        wait_until(lambda: statuses(db).get("completed") == 5, timeout=10, what="jobs run on a notification")
+        ran_in = time.monotonic() - woke
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert ran_in < 5  # woken by NOTIFY, not by the 30 s poll
+    figures.update(
+        enqueued=5,
+        completed=statuses(db)["completed"],
+        lost=5 - len(runs_per_job(db)),
+        **{"ran twice": sum(1 for count in runs_per_job(db).values() if count > 1)},
+        **{"recovery s": f"{listening_in:.1f}"},
+        notes="LISTEN connection black-holed during its set-up (lease 3 s): replaced, then woken by NOTIFY in "
+        f"{ran_in:.2f} s",
     )
