@@ -40,6 +40,9 @@ attempt_limit = DOMAIN(
     "attempt_limit", Integer, constraint_name="attempt_limit_check", check="VALUE >= 1", schema=SCHEMA
 )
 
+# The jobs table's autovacuum settings (vacuum after about 5,000 finished jobs whatever the table's size, and
+# always clean the indexes, so that claims do not step over the dead entries of claimed jobs) are storage
+# parameters set by migration 0003; see there why.
 jobs = Table(
     "jobs",
     metadata,

@@ -35,7 +35,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, text: str) -> Non
 
 def test_migrate_is_idempotent(empty_dsn: str) -> None:
     first = run("migrate", dsn=empty_dsn)
-    assert first.returncode == 0 and "migrated: empty -> 0002" in first.stdout
+    assert first.returncode == 0 and "migrated: empty -> 0003" in first.stdout
     second = run("migrate", "--dsn", empty_dsn)
     assert second.returncode == 0 and "up to date" in second.stdout
 
