@@ -206,11 +206,12 @@ def test_listen_connection_silent_while_it_is_set_up(
         worker.stop()
         thread.join(30)
     assert ran_in < 5  # woken by NOTIFY, not by the 30 s poll
+    runs = runs_per_job(db)
     figures.update(
         enqueued=5,
         completed=statuses(db)["completed"],
-        lost=5 - len(runs_per_job(db)),
-        **{"ran twice": sum(1 for count in runs_per_job(db).values() if count > 1)},
+        lost=5 - len(runs),
+        **{"ran twice": sum(1 for count in runs.values() if count > 1)},
         **{"recovery s": f"{listening_in:.1f}"},
         notes="LISTEN connection black-holed during its set-up (lease 3 s): replaced, then woken by NOTIFY in "
         f"{ran_in:.2f} s",

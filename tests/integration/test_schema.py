@@ -48,6 +48,23 @@ def test_upgrade_twice_and_downgrade(empty_dsn: str) -> None:
         assert conn.execute("SELECT to_regclass('pgqueue.jobs')").fetchone()[0] is None
 
 
+def test_upgrade_keeps_jobs_and_the_rules_hold_for_hand_written_sql(empty_dsn: str) -> None:
+    """0001 had table CHECK constraints, 0002 domains: the rows survive the upgrade and the same rules hold."""
+    migrate.upgrade(empty_dsn, "0001")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO pgqueue.jobs (task, status) VALUES ('kept', 'failed')")
+        migrate.upgrade(empty_dsn)
+        assert conn.execute("SELECT task, status, max_attempts FROM pgqueue.jobs").fetchall() == [("kept", "failed", 5)]
+        with pytest.raises(psycopg.errors.CheckViolation, match="job_status"):
+            conn.execute("INSERT INTO pgqueue.jobs (task, status) VALUES ('x', 'complete')")
+        with pytest.raises(psycopg.errors.CheckViolation, match="job_status"):
+            conn.execute("UPDATE pgqueue.jobs SET status = 'done'")
+        with pytest.raises(psycopg.errors.CheckViolation, match="attempt_limit"):
+            conn.execute("INSERT INTO pgqueue.jobs (task, max_attempts) VALUES ('x', 0)")
+        options = conn.execute("SELECT reloptions FROM pg_class WHERE oid = 'pgqueue.jobs'::regclass").fetchone()[0]
+        assert "autovacuum_vacuum_scale_factor=0" in options and "vacuum_index_cleanup=on" in options
+
+
 def test_claim_uses_partial_index_with_many_finished_rows(db: psycopg.Connection) -> None:
     db.execute(
         "INSERT INTO pgqueue.jobs (task, status, finished_at) "
