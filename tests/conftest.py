@@ -42,7 +42,8 @@ def server_dsn() -> str:
 
 @pytest.fixture(scope="session")
 def template_db(server_dsn: str, worker_id: str) -> Iterator[str]:
-    name = f"pgqueue_test_template_{worker_id}"
+    # The pid keeps two test runs against one server (two checkouts, say) from dropping each other's template.
+    name = f"pgqueue_test_template_{worker_id}_{os.getpid()}"
     with _admin(server_dsn) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
