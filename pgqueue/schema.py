@@ -19,7 +19,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import DOMAIN, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, DOMAIN, JSONB
 
 SCHEMA = "pgqueue"
 JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
@@ -133,4 +133,29 @@ schedule_fires = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # One row per schedule and fire time: the constraint that makes each fire happen once.
     PrimaryKeyConstraint("schedule", "fire_at", name="schedule_fires_pkey"),
+)
+
+# Run-time settings of a queue; a queue without a row has the defaults (not paused).
+queues = Table(
+    "queues",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# The registry of worker processes, kept current by the statements they already send (see migration 0004).
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("queues", ARRAY(Text), comment="the queues it works on; null: all"),
+    Column("concurrency", Integer, nullable=False),
+    Column("running", Integer, nullable=False, server_default="0", comment="jobs running at its last heartbeat"),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("stopped_at", DateTime(timezone=True)),
+    Index("workers_heartbeat_idx", "heartbeat_at"),
 )
