@@ -15,9 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgqueue.sanitize import clip
 from pgqueue.tasks import Task
 
-TRACEBACK_LIMIT = 4000
+# Stored per attempt in jobs.errors and written to the log: bounded, whatever a handler raises.
+ERROR_LIMIT = 2000  # characters of an error message
+TRACEBACK_LIMIT = 4000  # characters of a traceback (its end, which names the failing call)
+# A result is stored in the job's row and sent with the batched acks of other jobs: one too big to handle
+# fails its own job, with a message saying so, instead of the whole batch.
+RESULT_LIMIT = 1024 * 1024  # characters of a result's JSON
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")  # an escaped NUL, not an escaped backslash + "u0000"
 
 
@@ -139,14 +145,16 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
 async def run_handler(task: Task | None, name: str, args: Any, context: JobContext, threads: HandlerThreads) -> Outcome:
     """Run one attempt; every failure becomes an Outcome (CancelledError alone propagates)."""
     if task is None:
-        return Outcome(ok=False, error=f"unknown task {name!r}: no handler registered in this worker", permanent=True)
+        error = f"unknown task {clip(name, 200)!r}: no handler registered in this worker"
+        return Outcome(ok=False, error=_storable(error), permanent=True)
     if not isinstance(args, dict):
         return Outcome(ok=False, error=f"args must be a JSON object, got {type(args).__name__}", permanent=True)
     if not args_fit(task, args):
         try:
             task.signature.bind(**args)
         except TypeError as exc:
-            return Outcome(ok=False, error=f"arguments do not fit task {name!r}: {exc}", permanent=True)
+            error = clip(f"arguments do not fit task {name!r}: {exc}", ERROR_LIMIT)
+            return Outcome(ok=False, error=_storable(error), permanent=True)
 
     _current_job.set(context)
     # Awaited inline under asyncio.timeout, not via wait_for: on Python 3.11 wait_for runs a coroutine in a
@@ -172,8 +180,14 @@ async def run_handler(task: Task | None, name: str, args: Any, context: JobConte
     try:
         result_json = json.dumps(result, allow_nan=False, ensure_ascii=False)
         result_json.encode("utf-8")  # an unpaired surrogate cannot be sent
-    except (TypeError, ValueError) as exc:
-        error = _storable(f"handler returned a value that is not JSON-serialisable: {exc}")
+    except (TypeError, ValueError, RecursionError) as exc:
+        error = _storable(clip(f"handler returned a value that is not JSON-serialisable: {exc}", ERROR_LIMIT))
+        return Outcome(ok=False, error=error, permanent=True)
+    if len(result_json) > RESULT_LIMIT:
+        error = (
+            f"handler returned a result too large to store ({len(result_json):,} characters of JSON; the limit is "
+            f"{RESULT_LIMIT:,}): store it elsewhere and return a reference to it"
+        )
         return Outcome(ok=False, error=error, permanent=True)
     if _JSON_NUL.search(result_json):
         error = "handler returned a value with a NUL character, which jsonb cannot store"
@@ -215,14 +229,27 @@ def failure(exc: BaseException) -> Outcome:
     return Outcome(ok=False, error=_describe(exc), traceback=_short_traceback(exc))
 
 
+def unreadable_args(exc: BaseException) -> str:
+    """The error of a job whose args cannot be turned into Python (it can never succeed as it is)."""
+    if isinstance(exc, RecursionError):
+        return "args cannot be read: nested too deeply"
+    return _storable(clip(f"args cannot be read: {exc}", ERROR_LIMIT))
+
+
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return _storable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    try:
+        text = str(exc).strip()
+    except Exception:  # an exception whose __str__ raises
+        text = "(its message could not be read)"
+    return _storable(clip(f"{type(exc).__name__}: {text}" if text else type(exc).__name__, ERROR_LIMIT))
 
 
 def _short_traceback(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(exc))
-    return _storable(text if len(text) <= TRACEBACK_LIMIT else "...\n" + text[-TRACEBACK_LIMIT:])
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:
+        return "(the traceback could not be formatted)"
+    return _storable(clip(text, TRACEBACK_LIMIT, keep="tail"))
 
 
 def _storable(text: str) -> str:

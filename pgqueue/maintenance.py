@@ -31,13 +31,19 @@ class Maintenance:
             await self.prune()
 
     async def rescue_lost_jobs(self) -> int:
+        """Jobs of vanished workers back to pending (or failed); returns how many are runnable again."""
         rows = await self.worker.execute(QUERIES["rescue_lost_jobs"])
-        requeued_queues = sorted({queue for _id, queue, status in rows if status == "pending"})
-        for job_id, _queue, status in rows:
-            log.warning("job %d: its worker was lost (lease expired); now %s", job_id, status)
+        requeued_queues = sorted({queue for _id, queue, status, _attempts, _counted in rows if status == "pending"})
+        for job_id, _queue, status, attempts, counted in rows:
+            log.warning(
+                "job %d: its worker was lost (lease expired); now %s%s",
+                job_id,
+                status,
+                f" after attempt {attempts}" if counted else " (it had not started: attempt not counted)",
+            )
         for queue in requeued_queues:
             await self.worker.execute(QUERIES["notify_queue"], {"queue": queue})
-        return len(rows)
+        return sum(1 for row in rows if row[2] == "pending")
 
     async def prune(self) -> int:
         deleted = 0

@@ -24,6 +24,8 @@ from pgqueue.tasks import Task
 
 DEFAULT_QUEUE = "default"
 ZERO = timedelta(0)
+# Deeper args could not be parsed back by a worker at every depth of its call stack.
+MAX_ARGS_NESTING = 256
 
 
 @dataclass(frozen=True)
@@ -199,8 +201,16 @@ class Queue:
             raise InvalidJobError(f"args of task {definition.name!r} must be a dict of keyword arguments")
         try:
             args_json = json.dumps(args, allow_nan=False)
+        except RecursionError:
+            raise InvalidJobError(f"args of task {definition.name!r} are nested too deeply") from None
         except (TypeError, ValueError) as exc:
             raise InvalidJobError(f"args of task {definition.name!r} are not JSON-serialisable: {exc}") from None
+        # A job whose args a worker could not read back would only fail there: refuse it now. Nesting is the one
+        # way valid JSON can be unreadable, and JSON shorter than two brackets per level cannot nest that deep.
+        if len(args_json) > 2 * MAX_ARGS_NESTING and _nesting(args) > MAX_ARGS_NESTING:
+            raise InvalidJobError(
+                f"args of task {definition.name!r} are nested too deeply (more than {MAX_ARGS_NESTING} levels)"
+            )
         if not args_fit(definition, args):  # a set check; Signature.bind only to word the error
             definition.check_args(args)
         if run_at is not None and delay is not None:
@@ -464,6 +474,25 @@ async def _copy_jobs_async(conn: psycopg.AsyncConnection[Any], params: dict[str,
         for row in zip(ids, *(params[column] for column in COPY_COLUMNS), strict=True):
             await copy.write_row(row)
     return ids
+
+
+def _nesting(value: Any) -> int:
+    """How many levels of objects and arrays `value` nests (walked without recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_ARGS_NESTING:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _as_timedelta(delay: timedelta | float | None) -> timedelta:

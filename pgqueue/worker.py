@@ -11,6 +11,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import signal
@@ -27,9 +28,11 @@ import psycopg.errors
 
 from pgqueue import connections
 from pgqueue.errors import SchemaMissingError
-from pgqueue.execution import HandlerThreads, JobContext, Outcome, failure, run_handler
+from pgqueue.execution import HandlerThreads, JobContext, Outcome, failure, run_handler, unreadable_args
+from pgqueue.leases import Attempt, LeaseKeeper
 from pgqueue.maintenance import Maintenance
 from pgqueue.queue import Queue
+from pgqueue.sanitize import clip, first_line, printable
 from pgqueue.scheduler import Scheduler
 from pgqueue.sql import QUERIES
 
@@ -46,6 +49,10 @@ PREFETCH_AHEAD_SECONDS = 0.05
 # 512 -> 43k); each is one index scan and one UPDATE however many rows it takes.
 PREFETCH_CLAIM_UP_TO = 512
 CANCEL_CHANNEL = "pgqueue_cancel"
+GARBAGE_LOG_EVERY = 60.0  # seconds: a flood of malformed notifications costs one log line a minute
+HANDED_BACK = "interrupted: worker stopped before the job finished (attempt not counted)"
+# Errors that say "try the same statement again", not "this data cannot be written".
+TRANSIENT_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 @dataclass
@@ -92,18 +99,58 @@ class RunningJob:
     task_name: str
     context: JobContext
     handle: asyncio.Task[None] | None = None
-    stopped: bool = False  # cancelled by a user, rescued elsewhere, or handed back: record nothing
+    stopped: bool = False  # cancelled by a user, rescued elsewhere, superseded or handed back: record nothing
+
+    @property
+    def key(self) -> Attempt:
+        return (self.id, self.attempt)
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A row of the claim: the job's args still as text, parsed when it starts (an unreadable one fails alone)."""
+
+    id: int
+    queue: str
+    task: str
+    args_text: str
+    attempt: int
+    max_attempts: int
+
+    @property
+    def key(self) -> Attempt:
+        return (self.id, self.attempt)
+
+
+@dataclass(frozen=True)
+class Failure:
+    id: int
+    attempt: int
+    retry: bool
+    delay: timedelta
+    error: str
+    traceback: str | None
 
 
 @dataclass
 class _Results:
-    """Outcomes waiting for the next batched write."""
+    """Outcomes (and handler starts) waiting for the next batched write."""
 
+    # Handlers started and still running, with when they started (monotonic): written within ack_delay, so
+    # that a rescue can tell a job cut short from one that never started. A job that finishes first drops out
+    # (its completion or failure records the start).
+    started: dict[Attempt, float] = field(default_factory=dict)
     completed: list[tuple[int, int, str | None]] = field(default_factory=list)
-    failed: list[tuple[int, int, bool, timedelta, str, str | None]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.completed) + len(self.failed)
+        return len(self.started) + len(self.completed) + len(self.failed)
+
+    def ids(self) -> list[int]:
+        return [job_id for job_id, _ in self.started] + [row[0] for row in self.completed] + [f.id for f in self.failed]
+
+    def oldest_start(self) -> float | None:
+        return next(iter(self.started.values()), None)
 
 
 class Worker:
@@ -113,7 +160,7 @@ class Worker:
         self.dsn = dsn or queue.dsn
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.running: dict[int, RunningJob] = {}
-        self.prefetched: collections.deque[tuple[Any, ...]] = collections.deque()  # claimed, waiting for a slot
+        self.prefetched: collections.deque[ClaimedJob] = collections.deque()  # claimed, waiting for a slot
         self.stats = {"completed": 0, "failed": 0, "retried": 0}
         self._results = _Results()
         self._main: psycopg.AsyncConnection[Any] | None = None
@@ -122,14 +169,17 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._force_stop = False
+        self._stop_deadline: float | None = None  # past it, a stopping worker stops waiting for the database
         self._claim_wanted = True  # there may be runnable jobs: claim when a slot is free
         self._next_due: float | None = None  # epoch of the earliest known future job
-        self._due_unknown = True  # _next_due may have missed jobs (start, poll, LISTEN reconnect)
+        self._due_unknown = True  # _next_due may have missed jobs (start, poll, LISTEN reconnect, a due time)
         self._next_poll = 0.0
         self._threads: HandlerThreads | None = None
+        self._leases: LeaseKeeper | None = None
         self._maintenance = Maintenance(self)
         self._params_lease = timedelta(seconds=self.settings.lease)
         self._job_seconds = PREFETCH_BELOW_SECONDS  # moving average of handler run times; prefetch when short
+        self._garbage_logged_at = -GARBAGE_LOG_EVERY
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -141,6 +191,8 @@ class Worker:
         """Stop claiming; running jobs get the grace period. A second call hands them back at once."""
         if self._stopping:
             self._force_stop = True
+        else:
+            self._stop_deadline = time.time() + self.settings.grace_period
         self._stopping = True
         self._wake.set()
 
@@ -151,6 +203,16 @@ class Worker:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal, signum)
         await self._connect_main(first=True)
+        self._leases = LeaseKeeper(
+            self.dsn,
+            self.id,
+            self.settings.lease,
+            loop,
+            held=self._held_attempts,
+            on_lost=self._on_attempts_lost,
+            stalled_jobs=self._async_jobs_running,
+        )
+        self._leases.start()
         listener = asyncio.create_task(self._listen(), name="pgqueue-listen")
         housekeeping = asyncio.create_task(self._housekeeping(), name="pgqueue-housekeeping")
         backgrounds = [listener, housekeeping]
@@ -161,7 +223,7 @@ class Worker:
         log.info(
             "worker %s started: queues=%s concurrency=%d",
             self.id,
-            ",".join(self.settings.queues) if self.settings.queues else "*",
+            ",".join(map(_shown, self.settings.queues)) if self.settings.queues else "*",
             self.settings.concurrency,
         )
         try:
@@ -171,6 +233,7 @@ class Worker:
             for background in backgrounds:
                 background.cancel()
             await asyncio.gather(*backgrounds, return_exceptions=True)
+            self._leases.stop()
             self._threads.shutdown()
             if self._main is not None:
                 await self._main.close()
@@ -202,12 +265,15 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         settings = self.settings
+        burst_rescued = False
         while not self._stopping:
             await asyncio.sleep(0)  # let jobs that finish together free their slots together
             now = time.time()
             if self._next_due is not None and self._next_due <= now:
+                # Look again once this one is claimed: later due times may have been forgotten meanwhile
+                # (only the earliest is kept), and the table knows them all.
                 self._next_due = None
-                self._claim_wanted = True
+                self._claim_wanted = self._due_unknown = True
             if now >= self._next_poll:
                 self._claim_wanted = self._due_unknown = True
             if settings.burst and not self.running and not self._results:
@@ -221,7 +287,7 @@ class Worker:
                 # the next notification or the poll).
                 self._claim_wanted = False
                 claimed = await self._flush_and_claim(room)
-                if claimed is None:  # database unreachable: retried after the reconnect delay
+                if claimed is None:  # database unreachable (retried after the reconnect delay) or a bad outcome
                     self._claim_wanted = True
                     continue
                 self._next_poll = time.time() + settings.poll_interval
@@ -236,15 +302,27 @@ class Worker:
                         await self._refresh_next_due()
                     if settings.burst and not claimed and not self.running and not self.prefetched:
                         await self._flush()
+                        # Jobs of a vanished worker are runnable once rescued: a deployment that runs only
+                        # burst workers must not leave them stuck.
+                        if not burst_rescued and await self._rescue_for_burst():
+                            burst_rescued = True
+                            self._claim_wanted = True
+                            continue
                         return
                 continue
-            if self._results and (not self.running or free > 0):
-                # Acks wait at most ack_delay so a quiet queue still records completions promptly.
-                await self._sleep_until_woken(settings.ack_delay)
-                if not self._claim_wanted or free == 0:
+            oldest_start = self._results.oldest_start()
+            start_due = oldest_start is not None and time.monotonic() - oldest_start >= settings.ack_delay
+            if start_due or (self._results and (not self.running or free > 0)):
+                # Outcomes wait at most ack_delay so a quiet queue still records completions promptly; so do
+                # the starts of handlers that are still running, which a rescue reads.
+                await self._sleep_until_woken(0 if start_due else settings.ack_delay)
+                if start_due or not self._claim_wanted or free == 0:
                     await self._flush()
                 continue
-            await self._sleep_until_woken(self._idle_timeout())
+            timeout = self._idle_timeout()
+            if oldest_start is not None:
+                timeout = min(timeout, max(0.0, oldest_start + settings.ack_delay - time.monotonic()))
+            await self._sleep_until_woken(timeout)
 
     def _prefetch_room(self) -> int:
         if self._job_seconds >= PREFETCH_BELOW_SECONDS:
@@ -275,13 +353,34 @@ class Worker:
 
     # -- jobs -----------------------------------------------------------------------------------
 
-    def _start(self, row: tuple[Any, ...]) -> None:
-        job_id, queue_name, task_name, args, attempt, max_attempts = row
-        context = JobContext(id=job_id, task=task_name, queue=queue_name, attempt=attempt, max_attempts=max_attempts)
-        job = RunningJob(id=job_id, attempt=attempt, max_attempts=max_attempts, task_name=task_name, context=context)
-        self.running[job_id] = job
-        log.debug("job %d %s attempt %d started", job_id, task_name, attempt)
-        job.handle = asyncio.create_task(self._run(job, args), name=f"pgqueue-job-{job_id}")
+    def _start(self, claimed: ClaimedJob) -> None:
+        context = JobContext(
+            id=claimed.id,
+            task=claimed.task,
+            queue=claimed.queue,
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+        )
+        job = RunningJob(claimed.id, claimed.attempt, claimed.max_attempts, claimed.task, context)
+        previous = self.running.get(job.id)
+        if previous is not None:
+            # Its lease lapsed while it still ran here (an outage, a stalled loop), it was rescued, and now we
+            # claimed it again: the older attempt is superseded and must not disturb this one.
+            self.stop_job(previous, f"superseded by attempt {job.attempt}: its lease had lapsed")
+            self._results.started.pop(previous.key, None)
+        if claimed.attempt > claimed.max_attempts:
+            # Only hand-written SQL gets a job here (a pending row whose attempts are used up).
+            self._record(job, Outcome(ok=False, error=_ATTEMPTS_USED_UP.format(job=job), permanent=True))
+            return
+        try:
+            args = json.loads(claimed.args_text)
+        except (ValueError, RecursionError) as exc:
+            self._record(job, Outcome(ok=False, error=unreadable_args(exc), permanent=True))
+            return
+        self.running[job.id] = job
+        self._results.started[job.key] = time.monotonic()
+        log.debug("job %d %s attempt %d started", job.id, _shown(job.task_name), job.attempt)
+        job.handle = asyncio.create_task(self._run(job, args), name=f"pgqueue-job-{job.id}")
 
     async def _run(self, job: RunningJob, args: Any) -> None:
         assert self._threads is not None
@@ -297,93 +396,107 @@ class Worker:
             outcome = failure(exc)
         finally:
             self._job_seconds += (time.monotonic() - started - self._job_seconds) * 0.2
-            self.running.pop(job.id, None)
+            if self.running.get(job.id) is job:  # not superseded by a newer attempt meanwhile
+                del self.running[job.id]
             self._start_prefetched()  # the free slot goes to a claimed job at once, without a round trip
             self._wake.set()  # a free slot: claim more (if there may be more) or flush the ack
         if outcome is None or job.stopped:
+            self._results.started.pop(job.key, None)
             return
         self._record(job, outcome)
 
     def _record(self, job: RunningJob, outcome: Outcome) -> None:
+        self._results.started.pop(job.key, None)  # the outcome's write records the start too
         if outcome.ok:
             self._results.completed.append((job.id, job.attempt, outcome.result_json))
-            log.debug("job %d %s attempt %d completed", job.id, job.task_name, job.attempt)
+            log.debug("job %d %s attempt %d completed", job.id, _shown(job.task_name), job.attempt)
             return
         task = self.queue.tasks.get(job.task_name)
         retry = not outcome.permanent and job.attempt < job.max_attempts
         delay = timedelta(seconds=task.retry.delay(job.attempt)) if retry and task else timedelta(0)
-        self._results.failed.append((job.id, job.attempt, retry, delay, outcome.error or "error", outcome.traceback))
+        error = outcome.error or "error"
+        self._results.failed.append(Failure(job.id, job.attempt, retry, delay, error, outcome.traceback))
         if retry:
             log.info(
                 "job %d %s attempt %d/%d failed, retry in %.1f s: %s",
                 job.id,
-                job.task_name,
+                _shown(job.task_name),
                 job.attempt,
                 job.max_attempts,
                 delay.total_seconds(),
-                outcome.error,
+                printable(error),
             )
         else:
             log.warning(
                 "job %d %s attempt %d/%d failed for good: %s",
                 job.id,
-                job.task_name,
+                _shown(job.task_name),
                 job.attempt,
                 job.max_attempts,
-                outcome.error,
+                printable(error),
             )
 
     # -- database round trips -------------------------------------------------------------------
 
-    def _claim_params(
-        self, limit: int, completed: list[tuple[int, int, str | None]] | None = None
-    ) -> tuple[LiteralString, dict[str, Any]]:
-        """The claim statement and its parameters; with `completed`, the variant that acks those jobs too."""
-        params: dict[str, Any] = {"limit": limit, "worker_id": self.id, "lease": self._params_lease}
-        name = "claim"
+    def _claim_params(self, limit: int, results: _Results) -> tuple[LiteralString, dict[str, Any]]:
+        """The claim statement, which also records the buffered starts and completions, and its parameters."""
+        params: dict[str, Any] = {"limit": limit, "lease": self._params_lease, **self._outcome_params(results)}
         if self.settings.queues:
             params["queues"] = self.settings.queues
-            name = "claim_from_queues"
-        if completed:
-            params.update(self._completion_params(completed))
-            name = f"complete_and_{name}"
-        return QUERIES[name], params
+            return QUERIES["record_outcomes_and_claim_from_queues"], params
+        return QUERIES["record_outcomes_and_claim"], params
 
-    def _completion_params(self, completed: list[tuple[int, int, str | None]]) -> dict[str, Any]:
-        ids, attempts, values = zip(*completed, strict=True)
+    def _outcome_params(self, results: _Results) -> dict[str, Any]:
+        completed = results.completed
+        values = [value for _id, _attempt, value in completed]
         return {
-            "ids": _int_array(ids),
-            "attempts": _int_array(attempts),
+            "started_ids": _int_array(job_id for job_id, _attempt in results.started),
+            "started_attempts": _int_array(attempt for _job_id, attempt in results.started),
+            "ids": _int_array(job_id for job_id, _attempt, _value in completed),
+            "attempts": _int_array(attempt for _job_id, attempt, _value in completed),
             # Most handlers return nothing: a NULL array is padded out by unnest, and costs nothing to send.
-            "results": list(values) if any(value is not None for value in values) else None,
+            "results": values if any(value is not None for value in values) else None,
             "worker_id": self.id,
         }
 
-    async def _flush_and_claim(self, limit: int | None) -> list[tuple[Any, ...]] | None:
+    async def _flush_and_claim(self, limit: int | None) -> list[ClaimedJob] | None:
         """Write buffered outcomes and, given a limit, claim up to that many jobs, in one round trip.
 
-        Returns the claimed rows ([] without a limit), or None when the database was unreachable.
+        Returns the claimed jobs ([] without a limit), or None when nothing could be claimed: the database was
+        unreachable, or an outcome it refused was written on its own.
         """
         try:
             async with self._round_trip() as conn:
                 results, self._results = self._results, _Results()
                 try:
                     if limit is not None and not results.failed:
-                        # The common case: the acks (if any) and the claim as one statement. It costs a busy
-                        # worker less than a pipeline of two (measured: about 15% more jobs/s in a drain).
-                        claim = self._claim_params(limit, results.completed)
-                        rows = await (await conn.execute(*claim)).fetchall()
+                        # The common case: starts, acks (if any) and the claim as one statement. It costs a
+                        # busy worker less than a pipeline of two (measured: about 15% more jobs/s in a drain).
+                        cursor = await conn.execute(*self._claim_params(limit, results))
+                        rows = await cursor.fetchall()
                         self.stats["completed"] += len(results.completed)
-                        return rows
+                        return [ClaimedJob(*row) for row in rows]
                     async with conn.pipeline():
                         await self._write_results(conn, results)
-                        cursor = await conn.execute(*self._claim_params(limit)) if limit is not None else None
-                    return await cursor.fetchall() if cursor else []
+                        claim = self._claim_params(limit, _Results()) if limit is not None else None
+                        cursor = await conn.execute(*claim) if claim else None
+                    return [ClaimedJob(*row) for row in await cursor.fetchall()] if cursor else []
                 except BaseException:
                     self._requeue_results(results)
                     raise
         except psycopg.OperationalError as exc:
             await self._lost_connection(exc)
+            return None
+        except TRANSIENT_ERRORS as exc:
+            log.info("writing outcomes: %s; trying again", first_line(exc))
+            return None
+        except psycopg.Error as exc:
+            if not self._results:
+                raise  # the claim itself fails, not an outcome: nothing to retry it with
+            # Nothing of the statement was written. One outcome the database refuses (a value too big for it,
+            # say) must cost only its own job: write them one by one, failing the ones refused.
+            log.warning("writing outcomes failed (%s); writing them one by one", first_line(exc))
+            await self._write_one_by_one()
             return None
 
     async def _flush(self) -> None:
@@ -392,25 +505,26 @@ class Worker:
 
     def _requeue_results(self, results: _Results) -> None:
         # Kept for the next attempt: an outcome is only forgotten once it is written.
+        results.started.update(self._results.started)
         results.completed.extend(self._results.completed)
         results.failed.extend(self._results.failed)
         self._results = results
 
     async def _write_results(self, conn: psycopg.AsyncConnection[Any], results: _Results) -> None:
-        if results.completed:
-            await conn.execute(QUERIES["complete_jobs"], self._completion_params(results.completed))
+        if results.started or results.completed:
+            await conn.execute(QUERIES["record_outcomes"], self._outcome_params(results))
             self.stats["completed"] += len(results.completed)
         if results.failed:
-            ids, attempts, retry, delays, errors, tracebacks = zip(*results.failed, strict=True)
+            failed = results.failed
             cursor = await conn.execute(
                 QUERIES["fail_jobs"],
                 {
-                    "ids": list(ids),
-                    "attempts": list(attempts),
-                    "retry": list(retry),
-                    "delays": list(delays),
-                    "errors": list(errors),
-                    "tracebacks": list(tracebacks),
+                    "ids": [f.id for f in failed],
+                    "attempts": [f.attempt for f in failed],
+                    "retry": [f.retry for f in failed],
+                    "delays": [f.delay for f in failed],
+                    "errors": [f.error for f in failed],
+                    "tracebacks": [f.traceback for f in failed],
                     "worker_id": self.id,
                 },
             )
@@ -420,6 +534,29 @@ class Worker:
                     self._note_due(float(run_at))
                 else:
                     self.stats["failed"] += 1
+
+    async def _write_one_by_one(self) -> None:
+        results, self._results = self._results, _Results()
+        singles = [_Results(started=dict(results.started))] if results.started else []
+        singles += [_Results(completed=[done]) for done in results.completed]
+        singles += [_Results(failed=[failed]) for failed in results.failed]
+        for single in singles:
+            try:
+                async with self._round_trip() as conn:
+                    await self._write_results(conn, single)
+            except psycopg.OperationalError:
+                self._requeue_results(single)  # written with the next flush, after the reconnect
+            except psycopg.Error as exc:
+                refused = _refused(single, f"outcome could not be stored: {first_line(exc)}")
+                if refused is None:
+                    log.error("could not record job starts (%s)", first_line(exc))
+                    continue
+                log.warning("job %d attempt %d: %s", refused.id, refused.attempt, refused.error)
+                try:
+                    async with self._round_trip() as conn:
+                        await self._write_results(conn, _Results(failed=[refused]))
+                except psycopg.Error as again:
+                    log.error("job %d: could not record its failure either (%s)", refused.id, first_line(again))
 
     async def _refresh_next_due(self) -> None:
         try:
@@ -435,6 +572,14 @@ class Worker:
     def _note_due(self, run_at: float) -> None:
         if self._next_due is None or run_at < self._next_due:
             self._next_due = run_at
+
+    async def _rescue_for_burst(self) -> bool:
+        """Rescue expired leases now; True when that made jobs runnable."""
+        try:
+            return await self._maintenance.rescue_lost_jobs() > 0
+        except psycopg.OperationalError as exc:
+            await self._lost_connection(exc)
+            return True  # could not tell: claim once more
 
     async def execute(self, query: LiteralString, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """One statement on the main connection (used by housekeeping and the scheduler)."""
@@ -496,6 +641,8 @@ class Worker:
                     log.info("connection pooler detected: prepared statements off")
             if first:
                 await conn.execute("SELECT 1 FROM pgqueue.jobs LIMIT 0")
+            else:
+                await self._release_unknown_jobs(conn)
         except psycopg.errors.UndefinedTable:
             await conn.close()
             raise SchemaMissingError() from None
@@ -505,24 +652,42 @@ class Worker:
         self._main = conn
         self._connection_back()
 
+    async def _release_unknown_jobs(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """After a reconnect: the server may have committed a claim whose answer was lost with the connection.
+        Jobs the table says we hold but we do not know of go back to pending now, their attempt not charged,
+        instead of waiting out their lease and being charged as lost."""
+        held = {job_id for job_id, _attempt in self._held_attempts()} | set(self._results.ids())
+        cursor = await conn.execute(QUERIES["release_unknown_jobs"], {"worker_id": self.id, "held": _int_array(held)})
+        released = sum(count for _queue, count, _sent in await cursor.fetchall())
+        if released:
+            log.warning("released %d job(s) claimed by a statement whose answer was lost in the outage", released)
+
     def _connection_lost(self, exc: BaseException) -> None:
         """One warning per outage, whichever connection notices first; the rest is debug detail."""
         if self._outage_since is None:
             self._outage_since = time.monotonic()
-            log.warning("database connection lost (%s); reconnecting with backoff", _first_line(exc))
+            log.warning("database connection lost (%s); reconnecting with backoff", first_line(exc))
         else:
-            log.debug("database still unreachable (%s)", _first_line(exc))
+            log.debug("database still unreachable (%s)", first_line(exc))
 
     def _connection_back(self) -> None:
         if self._outage_since is not None:
             log.info("database connection re-established after %.1f s", time.monotonic() - self._outage_since)
             self._outage_since = None
 
+    def _past_stop_deadline(self) -> bool:
+        return self._force_stop or (self._stop_deadline is not None and time.time() >= self._stop_deadline)
+
     async def _lost_connection(self, exc: BaseException) -> None:
-        """Report the outage, then reconnect with backoff (the round trip that failed dropped the connection)."""
+        """Report the outage, then reconnect with backoff (the round trip that failed dropped the connection).
+
+        A stopping worker waits for the database no longer than its grace period: what it could not write is
+        then left to the rescue, as for a worker that was killed."""
         self._connection_lost(exc)
         delay = 0.5
         while not self._stopping or self.running or self._results:
+            if self._past_stop_deadline():
+                return
             try:
                 async with self._db_lock:
                     await self._connection()
@@ -531,10 +696,11 @@ class Worker:
             except psycopg.OperationalError as again:
                 self._connection_lost(again)
                 # Woken early by a stop request (or a finished job), not only by the backoff timer.
-                await self._sleep_until_woken(delay * random.uniform(0.8, 1.2))
+                pause = delay * random.uniform(0.8, 1.2)
+                if self._stop_deadline is not None:
+                    pause = min(pause, max(0.0, self._stop_deadline - time.time()))
+                await self._sleep_until_woken(pause)
                 delay = min(delay * 2, self.settings.reconnect_max_delay)
-                if self._force_stop:
-                    return
 
     async def _listen(self) -> None:
         dsn = self.settings.listen_dsn or self.dsn
@@ -595,135 +761,192 @@ class Worker:
             raise psycopg.OperationalError(f"LISTEN connection: no answer within {timeout:g} s") from None
 
     def _on_notification(self, channel: str, payload: str) -> None:
-        try:
-            message = json.loads(payload)
-        except ValueError:
-            message = {}
+        """Anyone who can connect can NOTIFY: a notification is only a hint to look at the table."""
         if channel == CANCEL_CHANNEL:
-            job_id = int(message.get("id", 0))
-            job = self.running.get(job_id)
-            if job is not None:
-                self.stop_job(job, "cancelled")
-            else:
-                self._drop_prefetched({job_id}, "cancelled")
+            # Which jobs are cancelled is for the table to say: renew now, and the renewal's answer stops any
+            # attempt that is no longer ours. A forged message costs one statement.
+            if self._leases is not None:
+                self._leases.renew_now()
             return
+        wanted = _jobs_message(payload)
+        if wanted is None:
+            self._log_garbage(channel, payload)
+            return
+        queue, run_at = wanted
         queues = self.settings.queues
-        if queues and message.get("queue") not in queues:
+        if queues and queue not in queues:
             return
-        run_at = float(message.get("run_at") or 0)
         if run_at <= time.time() + 0.001:
             self.wake()
         else:
             self._note_due(run_at)
             self.wake(claim=False)
 
+    def _log_garbage(self, channel: str, payload: str) -> None:
+        now = time.monotonic()
+        if now - self._garbage_logged_at >= GARBAGE_LOG_EVERY:
+            self._garbage_logged_at = now
+            log.warning("ignored a malformed notification on %s: %s", channel, _shown(payload))
+        else:
+            log.debug("ignored a malformed notification on %s: %s", channel, _shown(payload))
+
     def stop_job(self, job: RunningJob, reason: str) -> None:
-        """The job is no longer ours (cancelled, or rescued elsewhere): stop it and record nothing."""
+        """The attempt is no longer ours (cancelled, rescued elsewhere, superseded): stop it and record nothing."""
         if job.stopped:
             return
         job.stopped = True
         job.context.cancel()
         if job.handle is not None:
             job.handle.cancel()
-        log.info("job %d %s attempt %d stopped: %s", job.id, job.task_name, job.attempt, reason)
+        log.info("job %d %s attempt %d stopped: %s", job.id, _shown(job.task_name), job.attempt, reason)
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def _held_attempts(self) -> list[Attempt]:
+        """The attempts whose leases we keep: running and claimed ahead. Called from the lease thread: list()
+        copies each container in one step, never seeing it half-changed."""
+        running = [job.key for job in list(self.running.values()) if not job.stopped]
+        return running + [claimed.key for claimed in list(self.prefetched)]
+
+    def _on_attempts_lost(self, lost: list[Attempt]) -> None:
+        """The lease renewal did not find these attempts ours any more (cancelled, rescued, claimed again)."""
+        reason = "no longer held by this worker (cancelled, rescued or claimed again)"
+        for job_id, attempt in lost:
+            job = self.running.get(job_id)
+            if job is not None and job.attempt == attempt:
+                self.stop_job(job, reason)
+                self._results.started.pop(job.key, None)
+        self._drop_prefetched(set(lost), reason)
+
+    def _async_jobs_running(self) -> str:
+        """For the stall warning (called from the lease thread): one of these holds the event loop."""
+        names = [
+            f"job {job.id} {_shown(job.task_name)} (attempt {job.attempt})"
+            for job in list(self.running.values())
+            if (task := self.queue.tasks.get(job.task_name)) is not None and task.is_async
+        ]
+        return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
 
     # -- housekeeping ---------------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
-        heartbeat_every = self.settings.lease / 3
-        next_heartbeat = time.time() + heartbeat_every
         interval = self.settings.maintenance_interval or 15.0
         next_maintenance = time.time() + random.uniform(0, interval)
         while True:
-            await asyncio.sleep(max(0.05, min(next_heartbeat, next_maintenance) - time.time()))
-            now = time.time()
+            await asyncio.sleep(max(0.05, next_maintenance - time.time()))
+            next_maintenance = time.time() + interval * random.uniform(0.9, 1.1)
             try:
-                if now >= next_heartbeat:
-                    next_heartbeat = now + heartbeat_every
-                    await self._renew_leases()
-                if now >= next_maintenance:
-                    next_maintenance = now + interval * random.uniform(0.9, 1.1)
-                    await self._maintenance.run_once()
+                await self._maintenance.run_once()
             except psycopg.OperationalError as exc:
                 self._connection_lost(exc)  # the next round trip reconnects
             except Exception:
                 log.exception("housekeeping failed; will try again")
 
-    async def _renew_leases(self) -> None:
-        # Only jobs that have run longer than a heartbeat need it: a short job's claim lease suffices.
-        ids = [job.id for job in self.running.values() if not job.stopped] + [row[0] for row in self.prefetched]
-        if not ids:
-            return
-        rows = await self.execute(
-            QUERIES["renew_leases"], {"ids": ids, "worker_id": self.id, "lease": self._params_lease}
-        )
-        renewed = {row[0] for row in rows}
-        for job_id in ids:
-            job = self.running.get(job_id)
-            if job is not None and job_id not in renewed:
-                self.stop_job(job, "no longer held by this worker (cancelled or rescued)")
-        self._drop_prefetched(set(ids) - renewed, "no longer held by this worker (cancelled or rescued)")
-
-    def _drop_prefetched(self, ids: set[int], reason: str) -> None:
+    def _drop_prefetched(self, attempts: set[Attempt], reason: str) -> None:
         """Forget claimed jobs that have not started and are no longer ours: they must not run here."""
-        dropped = [row for row in self.prefetched if row[0] in ids]
+        dropped = [claimed for claimed in self.prefetched if claimed.key in attempts]
         if not dropped:
             return
-        self.prefetched = collections.deque(row for row in self.prefetched if row[0] not in ids)
-        for row in dropped:
-            log.info("job %d %s attempt %d dropped before it started: %s", row[0], row[2], row[4], reason)
+        self.prefetched = collections.deque(claimed for claimed in self.prefetched if claimed.key not in attempts)
+        for claimed in dropped:
+            log.info(
+                "job %d %s attempt %d dropped before it started: %s",
+                claimed.id,
+                _shown(claimed.task),
+                claimed.attempt,
+                reason,
+            )
 
     # -- stopping -------------------------------------------------------------------------------
 
     async def _drain_on_stop(self) -> None:
-        await self._release_prefetched()
-        deadline = time.time() + self.settings.grace_period
+        await self._release(list(self.prefetched), None, "prefetched")
+        self.prefetched.clear()
+        deadline = self._stop_deadline or time.time()
         while self.running and time.time() < deadline and not self._force_stop:
             await self._sleep_until_woken(min(0.2, max(0.0, deadline - time.time())))
             await self._flush()
         await self._flush()
         if self.running:
             await self._hand_back()
+        if self._results:
+            log.warning(
+                "could not write %d outcome(s): the database is unreachable; their jobs are rescued once their "
+                "leases expire",
+                len(self._results.completed) + len(self._results.failed),
+            )
 
-    async def _release_prefetched(self) -> None:
-        """Jobs claimed ahead but never started go back to pending at once, their attempt not counted."""
-        if not self.prefetched:
+    async def _release(self, jobs: list[Any], reason: str | None, what: str) -> None:
+        """Jobs (claimed ahead, or cut short) go back to pending at once, their attempt not counted."""
+        if not jobs:
             return
-        rows, self.prefetched = list(self.prefetched), collections.deque()
-        params = {"ids": [row[0] for row in rows], "attempts": [row[4] for row in rows], "worker_id": self.id}
+        params = {
+            "ids": [job.id for job in jobs],
+            "attempts": [job.attempt for job in jobs],
+            "worker_id": self.id,
+            "reason": reason,
+        }
         try:
             released = await self.execute(QUERIES["release_jobs"], params)
         except psycopg.OperationalError as exc:
             log.warning(
-                "could not hand back %d prefetched job(s) (%s); they run again once their lease expires",
-                len(rows),
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                "could not hand back %d %s job(s) (%s); they run again once their lease expires",
+                len(jobs),
+                what,
+                first_line(exc),
             )
             return
-        log.info("handed %d prefetched job(s) back to the queue", sum(count for _queue, count, _sent in released))
+        log.info("handed %d %s job(s) back to the queue", sum(count for _queue, count, _sent in released), what)
 
     async def _hand_back(self) -> None:
-        """Past the grace period: unfinished jobs go back to pending now, the attempt recorded."""
+        """Past the grace period: unfinished jobs go back to pending now; the interruption is recorded in their
+        error history but the attempt is not counted (a deploy must not use up a job's attempts)."""
         jobs = [job for job in self.running.values() if not job.stopped]
         for job in jobs:
             self.stop_job(job, "handed back: worker stopping")
-        interrupted = _Results(
-            failed=[
-                (job.id, job.attempt, True, timedelta(0), "interrupted: worker stopped before the job finished", None)
-                for job in jobs
-            ]
-        )
-        self._requeue_results(interrupted)
+            self._results.started.pop(job.key, None)
         await self._flush()
-        log.warning("handed %d unfinished job(s) back to the queue", len(jobs))
+        await self._release(jobs, HANDED_BACK, "unfinished")
+
+
+_ATTEMPTS_USED_UP = (
+    "attempt {job.attempt} is past max_attempts {job.max_attempts}: the job was made runnable with its attempts "
+    "used up (run `pgqueue retry-failed`, which resets them, to run it again)"
+)
+
+
+def _jobs_message(payload: str) -> tuple[str, float] | None:
+    """(queue, run_at) from a notification on the jobs channel, or None for anything else."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(message, dict):
+        return None
+    queue, run_at = message.get("queue"), message.get("run_at", 0)
+    if not isinstance(queue, str) or isinstance(run_at, bool) or not isinstance(run_at, int | float):
+        return None
+    run_at = float(run_at)
+    return (queue, run_at) if math.isfinite(run_at) else None
+
+
+def _refused(single: _Results, error: str) -> Failure | None:
+    """The one outcome in `single` the database refused, as a permanent failure of its job."""
+    if single.completed:
+        job_id, attempt, _value = single.completed[0]
+        return Failure(job_id, attempt, False, timedelta(0), error, None)
+    if single.failed:
+        refused = single.failed[0]
+        return Failure(refused.id, refused.attempt, False, timedelta(0), clip(error, 2000), None)
+    return None
+
+
+def _shown(text: str) -> str:
+    """Text from a job row as it may appear in a log line: escaped, and not at any length."""
+    return printable(clip(text, 200))
 
 
 def _int_array(values: Any) -> str:
     """An array literal for `::bigint[]`/`::int[]`: one string to send instead of adapting each element (acks
     of a drain carry thousands of ids a second)."""
     return "{" + ",".join(map(str, values)) + "}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -18,14 +18,19 @@ def _load(text: str) -> dict[str, LiteralString]:
     return queries
 
 
-def _complete_and(claim: LiteralString, complete: LiteralString) -> LiteralString:
-    """`complete` as a first CTE of `claim` (which starts with WITH): a busy worker's acks and its next claim
-    in one statement. Composed rather than written out so that each statement has one definition."""
-    if not claim.startswith("WITH "):
-        raise ValueError("a claim statement must start with WITH")
-    return cast(LiteralString, f"WITH completed AS (\n{complete}\n),\n{claim.removeprefix('WITH ')}")
+def _with_outcomes(statement: LiteralString) -> LiteralString:
+    """`statement` preceded by the CTEs that record a worker's buffered starts and completions, so that a busy
+    worker writes them with its next claim in one statement. Composed rather than written out so that each
+    statement has one definition. The CTEs' row sets never overlap each other or the claim's (the worker
+    lists a job in one of them at most; the claim takes pending jobs only)."""
+    outcomes = f"WITH started AS (\n{QUERIES['record_starts']}\n),\ncompleted AS (\n{QUERIES['complete_jobs']}\n)"
+    if statement.startswith("WITH "):
+        return cast(LiteralString, f"{outcomes},\n{statement.removeprefix('WITH ')}")
+    return cast(LiteralString, f"{outcomes}\n{statement}")
 
 
 QUERIES: dict[str, LiteralString] = _load((Path(__file__).parent / "queries.sql").read_text())
-for _claim in ("claim", "claim_from_queues"):
-    QUERIES[f"complete_and_{_claim}"] = _complete_and(QUERIES[_claim], QUERIES["complete_jobs"])
+# Data-modifying CTEs always run to completion, read or not.
+QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
+QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])
+QUERIES["record_outcomes"] = _with_outcomes("SELECT 1")

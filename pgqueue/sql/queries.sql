@@ -53,31 +53,44 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts) FROM STDIN;
 -- name: claim
 -- Claim up to `limit` runnable jobs of any queue. SKIP LOCKED lets workers claim side by side;
 -- the ORDER BY matches jobs_claim_idx, so this is an index scan however many rows are finished.
-WITH picked AS (
+-- Paused queues (pgqueue.queues) are read once per claim: the table decides, never a notification.
+-- started_at stays NULL until the worker reports that the handler started (record_starts): a job
+-- claimed but never started is then told apart from one cut short, and goes back uncharged.
+-- attempts is capped below the integer maximum so that one hand-edited row cannot make every claim fail
+-- (the worker fails a job claimed past its max_attempts without running it).
+-- args come back as text: the worker parses each job's on its own, so one unreadable row fails alone.
+WITH paused AS MATERIALIZED (
+    SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
+),
+picked AS (
     SELECT id
-    FROM pgqueue.jobs
-    WHERE status = 'pending' AND run_at <= now()
+    FROM pgqueue.jobs, paused
+    WHERE status = 'pending' AND run_at <= now() AND queue <> ALL(paused.queues)
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF jobs SKIP LOCKED
 )
 UPDATE pgqueue.jobs AS job
 SET status = 'running',
-    attempts = job.attempts + 1,
-    started_at = now(),
+    attempts = least(job.attempts, 2147483646) + 1,
+    started_at = NULL,
     finished_at = NULL,
     worker_id = %(worker_id)s,
     lease_expires_at = now() + %(lease)s::interval
 FROM picked
 WHERE job.id = picked.id
-RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts;
+RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts;
 
 -- name: claim_from_queues
--- The same for named queues: one index scan of jobs_queue_claim_idx per queue, then the best
--- `limit` of those candidates (the others are unlocked when the statement ends).
-WITH picked AS (
+-- The same for named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
+-- then the best `limit` of those candidates (the others are unlocked when the statement ends).
+WITH paused AS MATERIALIZED (
+    SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
+),
+picked AS (
     SELECT candidate.id
     FROM unnest(%(queues)s::text[]) AS wanted(queue)
+    CROSS JOIN paused
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at
         FROM pgqueue.jobs
@@ -86,19 +99,33 @@ WITH picked AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ) AS candidate
+    WHERE wanted.queue <> ALL(paused.queues)
     ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
     LIMIT %(limit)s
 )
 UPDATE pgqueue.jobs AS job
 SET status = 'running',
-    attempts = job.attempts + 1,
-    started_at = now(),
+    attempts = least(job.attempts, 2147483646) + 1,
+    started_at = NULL,
     finished_at = NULL,
     worker_id = %(worker_id)s,
     lease_expires_at = now() + %(lease)s::interval
 FROM picked
 WHERE job.id = picked.id
-RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts;
+RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts;
+
+-- name: record_starts
+-- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
+-- worker sends anyway). Only jobs still running at that moment are listed: a completion or failure
+-- records its start itself. A busy worker runs it as a CTE of its next claim (see sql/__init__.py).
+UPDATE pgqueue.jobs AS job
+SET started_at = now()
+FROM unnest(%(started_ids)s::bigint[], %(started_attempts)s::int[]) AS start(id, attempt)
+WHERE job.id = start.id
+  AND job.attempts = start.attempt
+  AND job.status = 'running'
+  AND job.worker_id = %(worker_id)s
+  AND job.started_at IS NULL
 
 -- name: complete_jobs
 -- Batched acknowledgement. The attempt and worker checks make a late ack of a job that was
@@ -106,6 +133,7 @@ RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts;
 -- runs it as the first CTE of its next claim (complete_and_claim*, composed in sql/__init__.py).
 UPDATE pgqueue.jobs AS job
 SET status = 'completed',
+    started_at = coalesce(job.started_at, now()),
     finished_at = now(),
     lease_expires_at = NULL,
     result = done.result
@@ -121,15 +149,18 @@ WHERE job.id = done.id
 UPDATE pgqueue.jobs AS job
 SET status = CASE WHEN failure.retry THEN 'pending' ELSE 'failed' END,
     run_at = CASE WHEN failure.retry THEN now() + failure.delay ELSE job.run_at END,
+    started_at = coalesce(job.started_at, now()),
     finished_at = CASE WHEN failure.retry THEN NULL ELSE now() END,
     lease_expires_at = NULL,
     error = failure.error,
     errors = job.errors || jsonb_build_array(jsonb_build_object(
         'attempt', job.attempts,
+        'started_at', coalesce(job.started_at, now()),
         'at', now(),
         'error', failure.error,
         'traceback', failure.traceback,
-        'worker', job.worker_id
+        'worker', job.worker_id,
+        'counted', true
     ))
 FROM unnest(
     %(ids)s::bigint[], %(attempts)s::int[], %(retry)s::bool[], %(delays)s::interval[],
@@ -142,15 +173,29 @@ WHERE job.id = failure.id
 RETURNING job.id, job.status, extract(epoch FROM job.run_at) AS run_at;
 
 -- name: release_jobs
--- Jobs a stopping worker claimed ahead but never started: pending again as if never claimed (the attempt
--- does not count), and the other workers are told at once (one notification per queue).
+-- Jobs this worker holds go back to pending without charging their attempt (attempts - 1), and the
+-- other workers are told at once (one notification per queue). For jobs claimed ahead but never
+-- started (a stopping worker) `reason` is NULL and nothing is recorded; for jobs cut short at
+-- shutdown it is recorded in the error history as an attempt that did not count.
 WITH released AS (
     UPDATE pgqueue.jobs AS job
     SET status = 'pending',
         attempts = job.attempts - 1,
+        run_at = CASE WHEN %(reason)s::text IS NULL THEN job.run_at ELSE least(job.run_at, now()) END,
         started_at = NULL,
         worker_id = NULL,
-        lease_expires_at = NULL
+        lease_expires_at = NULL,
+        error = coalesce(%(reason)s::text, job.error),
+        errors = CASE WHEN %(reason)s::text IS NULL THEN job.errors ELSE job.errors || jsonb_build_array(
+            jsonb_build_object(
+                'attempt', job.attempts,
+                'started_at', job.started_at,
+                'at', now(),
+                'error', %(reason)s::text,
+                'traceback', NULL,
+                'worker', job.worker_id,
+                'counted', false
+            )) END
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS held(id, attempt)
     WHERE job.id = held.id
       AND job.attempts = held.attempt
@@ -163,45 +208,114 @@ SELECT queue, count(*) AS released,
 FROM released
 GROUP BY queue;
 
+-- name: release_unknown_jobs
+-- After a reconnect: jobs the table says this worker holds but the worker does not know of (a claim the
+-- server committed while its answer was lost on the way) go back to pending at once, uncharged.
+WITH released AS (
+    UPDATE pgqueue.jobs AS job
+    SET status = 'pending',
+        attempts = job.attempts - 1,
+        started_at = NULL,
+        worker_id = NULL,
+        lease_expires_at = NULL
+    WHERE job.status = 'running'
+      AND job.worker_id = %(worker_id)s
+      AND job.id <> ALL(%(held)s::bigint[])
+    RETURNING job.id, job.queue
+)
+SELECT queue, count(*) AS released,
+       pg_notify('pgqueue_jobs', json_build_object('queue', queue, 'run_at', 0)::text)::text AS notified
+FROM released
+GROUP BY queue;
+
 -- name: renew_leases
--- Heartbeat for all of a worker's running jobs in one statement. A job missing from the result
--- is no longer this worker's (cancelled, or rescued after a lost lease): the worker stops it.
-UPDATE pgqueue.jobs
-SET lease_expires_at = now() + %(lease)s::interval
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'running' AND worker_id = %(worker_id)s
-RETURNING id;
+-- Heartbeat for the attempts a worker holds (running or claimed ahead), in one statement, sent by its
+-- lease thread on a connection of its own so that a busy event loop cannot let leases lapse. Rows
+-- locked right now (an ack or a cancel under way) are skipped, not waited for: the heartbeat never
+-- blocks and never deadlocks with the worker's own acks. Returns each id with `renewed`; an id missing
+-- from the result is no longer this attempt's (cancelled, rescued, claimed again): the worker stops it.
+WITH held AS (
+    SELECT held.id, held.attempt
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[]) AS held(id, attempt)
+),
+locked AS (
+    SELECT job.id
+    FROM pgqueue.jobs AS job
+    JOIN held ON held.id = job.id
+    WHERE job.status = 'running' AND job.worker_id = %(worker_id)s AND job.attempts = held.attempt
+    FOR NO KEY UPDATE OF job SKIP LOCKED
+),
+renewed AS (
+    UPDATE pgqueue.jobs AS job
+    SET lease_expires_at = now() + %(lease)s::interval
+    FROM locked
+    WHERE job.id = locked.id
+    RETURNING job.id
+),
+busy AS (
+    SELECT job.id
+    FROM pgqueue.jobs AS job
+    JOIN held ON held.id = job.id
+    WHERE job.id NOT IN (SELECT id FROM locked)
+      AND job.status = 'running' AND job.worker_id = %(worker_id)s AND job.attempts = held.attempt
+)
+SELECT id, true AS renewed FROM renewed
+UNION ALL
+SELECT id, false FROM busy;
 
 -- name: rescue_lost_jobs
--- Running jobs whose lease expired belong to a worker that is gone: back to pending (the lost
--- attempt recorded as an error), or failed when that was their last attempt. run_at is kept, so a
--- rescued job goes back to its old place in line rather than behind the whole backlog.
+-- Running jobs whose lease expired belong to a worker that is gone. A job whose start was recorded
+-- counts the lost attempt: back to pending, or failed when that was its last one. A job whose start was
+-- not recorded (claimed ahead, or killed before its start was reported) goes back uncharged, once per
+-- attempt number: should it be lost that way again, the attempt counts, so a job that kills its worker
+-- the moment it starts cannot loop for ever. run_at is kept, so a rescued job goes back to its old place
+-- in line rather than behind the whole backlog.
 WITH lost AS (
     SELECT id
     FROM pgqueue.jobs
     WHERE status = 'running' AND lease_expires_at < now()
     FOR UPDATE SKIP LOCKED
+),
+decided AS (
+    SELECT job.id,
+           job.started_at IS NULL
+           AND NOT job.errors @> jsonb_build_array(jsonb_build_object('attempt', job.attempts, 'counted', false))
+               AS uncounted
+    FROM pgqueue.jobs AS job
+    JOIN lost ON lost.id = job.id
 )
 UPDATE pgqueue.jobs AS job
-SET status = CASE WHEN job.attempts >= job.max_attempts THEN 'failed' ELSE 'pending' END,
-    finished_at = CASE WHEN job.attempts >= job.max_attempts THEN now() END,
+SET status = CASE WHEN decided.uncounted OR job.attempts < job.max_attempts THEN 'pending' ELSE 'failed' END,
+    attempts = job.attempts - decided.uncounted::int,
+    started_at = CASE WHEN decided.uncounted OR job.attempts < job.max_attempts THEN NULL ELSE job.started_at END,
+    finished_at = CASE WHEN decided.uncounted OR job.attempts < job.max_attempts THEN NULL ELSE now() END,
     lease_expires_at = NULL,
-    error = 'worker lost: lease expired on worker ' || coalesce(job.worker_id, '?'),
+    error = 'worker lost: lease expired on worker ' || coalesce(job.worker_id, '?')
+        || CASE WHEN decided.uncounted THEN ' before the job was known to start (attempt not counted)' ELSE '' END,
     errors = job.errors || jsonb_build_array(jsonb_build_object(
         'attempt', job.attempts,
+        'started_at', job.started_at,
         'at', now(),
-        'error', 'worker lost: lease expired on worker ' || coalesce(job.worker_id, '?'),
+        'error', 'worker lost: lease expired on worker ' || coalesce(job.worker_id, '?')
+            || CASE WHEN decided.uncounted THEN ' before the job was known to start (attempt not counted)' ELSE '' END,
         'traceback', NULL,
-        'worker', job.worker_id
+        'worker', job.worker_id,
+        'counted', NOT decided.uncounted
     ))
-FROM lost
-WHERE job.id = lost.id
-RETURNING job.id, job.queue, job.status;
+FROM decided
+WHERE job.id = decided.id
+RETURNING job.id, job.queue, job.status, job.attempts, NOT decided.uncounted AS counted;
 
 -- name: next_run_at
--- When the earliest pending job of these queues (NULL: all) becomes due, as epoch seconds.
+-- When the earliest future job of these queues (NULL: all) becomes due, as epoch seconds. Only future
+-- ones of queues that are not paused: a due job that no claim can take now (paused, or locked by another
+-- worker's claim) must not make an idle worker claim again and again.
 SELECT extract(epoch FROM min(run_at)) AS run_at
 FROM pgqueue.jobs
-WHERE status = 'pending' AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]));
+WHERE status = 'pending'
+  AND run_at > now()
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+  AND queue NOT IN (SELECT name FROM pgqueue.queues WHERE paused);
 
 -- name: notify_queue
 SELECT pg_notify('pgqueue_jobs', json_build_object('queue', %(queue)s::text, 'run_at', 0)::text);

@@ -206,3 +206,62 @@ async def fault_cancellable_async(seconds: float) -> None:
         await asyncio.to_thread(_fault_write, "cancelled", None, job)
         raise
     await asyncio.to_thread(_fault_write, "done", None, job)
+
+
+# -- tasks of the hostile-input tests (tests/faults/test_hostile.py) --------------------------------------
+
+
+@queue.task(name="fault_started_record", retry=Fixed(0.2), max_attempts=10)
+def fault_started_record(n: int) -> None:
+    """Notes that its handler started, then that it finished: tells a job that never ran from one cut short."""
+    job = current_job()
+    _fault_write("started", n, job)
+    _fault_write("done", n, job)
+
+
+@queue.task(name="fault_block_loop", max_attempts=3)
+async def fault_block_loop(seconds: float) -> None:
+    """Sync code inside `async def`: blocks the worker's event loop for `seconds`."""
+    time.sleep(seconds)
+    _fault_write("done")
+
+
+@queue.task(name="fault_stubborn", max_attempts=1)
+def fault_stubborn(seconds: float) -> None:
+    """Ignores the cancel flag: still running when the grace period ends."""
+    job = current_job()
+    _fault_write("started", job=job)
+    time.sleep(seconds)
+    _fault_write("done", job=job)
+
+
+@queue.task(name="fault_traced", max_attempts=1)
+async def fault_traced(seconds: float) -> None:
+    """Writes 'started TOKEN' / 'done TOKEN' (or 'cancelled TOKEN') with a token per run, so that two runs of the
+    same attempt number are told apart."""
+    job = current_job()
+    token = os.urandom(3).hex()
+    await asyncio.to_thread(_fault_write, f"started {token}", None, job)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await asyncio.to_thread(_fault_write, f"cancelled {token}", None, job)
+        raise
+    await asyncio.to_thread(_fault_write, f"done {token}", None, job)
+
+
+@queue.task(name="fault_fail_once", retry=Fixed(2.0), max_attempts=3)
+def fault_fail_once() -> None:
+    if current_job().attempt == 1:
+        raise RuntimeError("the first attempt fails")
+    _fault_write("done")
+
+
+@queue.task(name="fault_raise_big", max_attempts=1)
+def fault_raise_big(size: int) -> None:
+    raise RuntimeError("x" * size)
+
+
+@queue.task(name="fault_big_result", max_attempts=1)
+def fault_big_result(size: int) -> str:
+    return "x" * size

@@ -4,6 +4,7 @@ jobs it claimed but never started, without counting an attempt."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections import Counter
@@ -67,8 +68,8 @@ def test_stopping_worker_hands_back_prefetched_jobs_unattempted(queue: Queue, db
         while not (5 in started and len(worker.prefetched) == 4) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert 5 in started and len(worker.prefetched) == 4, (started, list(worker.prefetched))
-        held = [row[0] for row in worker.prefetched]
-        held_numbers = [row[3]["n"] for row in worker.prefetched]
+        held = [claimed.id for claimed in worker.prefetched]
+        held_numbers = [json.loads(claimed.args_text)["n"] for claimed in worker.prefetched]
         assert db.execute(
             "SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%s) AND status = 'running'", (held,)
         ).fetchone() == (4,)
