@@ -33,6 +33,9 @@ Attempt = tuple[int, int]  # (job id, attempt number)
 
 IDLE_CLOSE_ROUNDS = 6  # rounds with nothing to renew before the keeper's connection is closed (idle workers)
 RETRY_AFTER_ERROR = 1.0  # seconds
+# Early renewals (asked for by cancel notifications) come at most this often: anyone who can connect can send
+# those, and a flood of them must not turn into a flood of statements. A real cancel still acts within it.
+EARLY_RENEWAL_GAP = 0.1  # seconds
 
 
 class LeaseKeeper:
@@ -80,12 +83,15 @@ class LeaseKeeper:
     def _serve(self) -> None:
         idle_rounds = 0
         delay = self._interval
+        last_round = -EARLY_RENEWAL_GAP
         try:
             while not self._stopping:
-                self._poke.wait(delay)
+                if self._poke.wait(delay):
+                    time.sleep(max(0.0, last_round + EARLY_RENEWAL_GAP - time.monotonic()))
                 self._poke.clear()
                 if self._stopping:
                     return
+                last_round = time.monotonic()
                 self._watch_loop()
                 held = self._held()
                 if not held:

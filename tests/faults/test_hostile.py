@@ -7,6 +7,7 @@ Each test here reproduces a defect that once broke a promise of the README (see 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -46,7 +47,14 @@ def outcomes(db: psycopg.Connection, job_id: int) -> list[tuple[int, str]]:
 
 
 def job_row(db: psycopg.Connection, job_id: int) -> dict[str, Any]:
-    cursor = db.execute("SELECT * FROM pgqueue.jobs WHERE id = %s", (job_id,))
+    """The job's row; `args` as text, since a poison row's args cannot be turned into Python."""
+    cursor = db.execute(
+        "SELECT (SELECT string_agg(CASE WHEN column_name = 'args' THEN 'args::text AS args' ELSE quote_ident("
+        "column_name) END, ', ' ORDER BY ordinal_position) FROM information_schema.columns "
+        "WHERE table_schema = 'pgqueue' AND table_name = 'jobs')"
+    )
+    (columns,) = cursor.fetchone() or ("*",)
+    cursor = db.execute(f"SELECT {columns} FROM pgqueue.jobs WHERE id = %s", (job_id,))  # type: ignore[arg-type]
     names = [column.name for column in cursor.description or []]
     row = cursor.fetchone()
     assert row is not None, f"job {job_id} does not exist"
@@ -294,6 +302,40 @@ def test_forged_cancel_and_garbage_notifications_change_nothing(
     )
 
 
+def test_a_flood_of_forged_cancels_costs_few_statements(
+    fault_db: FaultDatabase, db: psycopg.Connection, workers: Workers
+) -> None:
+    """Each cancel notification asks the table whether the worker's attempts are still its own; a flood of forged
+    ones must not become a flood of statements (early renewals are spaced out), and the job runs on."""
+    worker = workers.start_many(1, fault_db.dsn)[0]
+    victim = make_queue(fault_db.dsn).enqueue("fault_cancellable_async", {"seconds": 6})
+    wait_until(lambda: (1, "started") in outcomes(db, victim), what="the job started")
+    time.sleep(1.0)  # the start is written; stats of that are flushed
+
+    def updates() -> int:
+        db.execute("SELECT pg_stat_clear_snapshot()")
+        return scalar(db, "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgqueue.jobs'::regclass")
+
+    before = updates()
+    flood_started = time.monotonic()
+    for _ in range(100):  # 1,000 forged cancels over about a second, in 100 transactions
+        db.execute(
+            "SELECT pg_notify('pgqueue_cancel', json_build_object('id', %s, 'n', n)::text) "
+            "FROM generate_series(1, 10) AS n",
+            (victim,),
+        )
+        time.sleep(0.01)
+    flood_took = time.monotonic() - flood_started
+    time.sleep(1.5)  # the worker's renewals are done and their stats flushed (at most once a second)
+    renewals = updates() - before
+    # At most one early renewal per 0.1 s while the flood lasts (unspaced: one or more per transaction, 100+),
+    # and perhaps one regular heartbeat (every lease/3 = 10 s).
+    assert renewals <= flood_took / 0.1 + 3, (renewals, flood_took)
+    wait_until(lambda: job_row(db, victim)["status"] == "completed", timeout=20, what="the job completed")
+    assert outcomes(db, victim) == [(1, "started"), (1, "done")]
+    assert worker.alive()
+
+
 # -- 5, 8. what a killed or stopped worker costs ----------------------------------------------------------------
 
 
@@ -494,18 +536,25 @@ def test_jobs_of_a_lost_claim_answer_are_released_after_reconnect(
 
 
 def test_burst_run_rescues_expired_leases_before_it_exits(fault_db: FaultDatabase, db: psycopg.Connection) -> None:
-    job_id = insert_raw(
-        db,
-        "fault_record",
-        "'{\"n\": 1}'::jsonb",
-        status="running",
-        attempts=1,
-        worker_id="gone-host:1:abcdef",
-        lease_expires_at="2020-01-01T00:00:00Z",
+    """A deployment that runs only burst workers must not leave a vanished worker's jobs stuck: the burst run
+    rescues expired leases before it decides that nothing is runnable. The job whose handler had started is
+    charged the lost attempt; the one that never started is not."""
+    lost = {"worker_id": "gone-host:1:abcdef", "lease_expires_at": "2020-01-01T00:00:00Z"}
+    cut_short = insert_raw(
+        db, "fault_record", "'{\"n\": 1}'::jsonb", status="running", attempts=1, started_at="2020-01-01", **lost
     )
+    never_started = insert_raw(db, "fault_record", "'{\"n\": 2}'::jsonb", status="running", attempts=1, **lost)
     result = subprocess.run(
-        [PGQUEUE, "work", "--app", APP, "--dsn", fault_db.dsn, "--burst"], cwd=ROOT, capture_output=True, text=True
+        [PGQUEUE, "work", "--app", APP, "--dsn", fault_db.dsn, "--burst"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PGQUEUE_DSN": fault_db.dsn},
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    row = job_row(db, job_id)
-    assert (row["status"], row["attempts"]) == ("completed", 2), row
+    for job_id, attempts, counted in ((cut_short, 2, True), (never_started, 1, False)):
+        row = job_row(db, job_id)
+        assert (row["status"], row["attempts"]) == ("completed", attempts), row
+        assert [error["counted"] for error in row["errors"]] == [counted], row["errors"]
+        assert row["errors"][0]["error"].startswith("worker lost"), row["errors"]

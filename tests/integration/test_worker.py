@@ -293,8 +293,9 @@ def test_sigterm_style_stop_hands_back_after_grace(queue: Queue, db: psycopg.Con
     status, attempts, errors = db.execute(
         "SELECT status, attempts, errors FROM pgqueue.jobs WHERE id = %s", (job_id,)
     ).fetchone()
-    assert (status, attempts) == ("pending", 1)
-    assert errors[-1]["error"].startswith("interrupted")
+    # The interrupted attempt is recorded but not counted: a deploy must not use up a job's attempts.
+    assert (status, attempts) == ("pending", 0)
+    assert errors[-1]["error"].startswith("interrupted") and errors[-1]["counted"] is False
 
 
 def test_lost_lease_is_rescued(queue: Queue, db: psycopg.Connection) -> None:
@@ -305,9 +306,9 @@ def test_lost_lease_is_rescued(queue: Queue, db: psycopg.Connection) -> None:
         ran.append(n)
 
     job_id = queue.enqueue("work", {"n": 1})
-    # A worker that vanished: the job is running under a lease that has expired.
+    # A worker that vanished while the handler ran: the job is running (started) under a lease that has expired.
     db.execute(
-        "UPDATE pgqueue.jobs SET status = 'running', attempts = 1, worker_id = 'ghost', "
+        "UPDATE pgqueue.jobs SET status = 'running', attempts = 1, worker_id = 'ghost', started_at = now(), "
         "lease_expires_at = now() - interval '1 second' WHERE id = %s",
         (job_id,),
     )
@@ -318,6 +319,7 @@ def test_lost_lease_is_rescued(queue: Queue, db: psycopg.Connection) -> None:
     ).fetchone()
     assert (status, attempts) == ("completed", 2)
     assert errors[0]["error"] == "worker lost: lease expired on worker ghost"
+    assert errors[0]["counted"] is True
 
 
 def test_rescued_job_keeps_its_place_in_line(queue: Queue, db: psycopg.Connection) -> None:
