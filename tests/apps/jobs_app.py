@@ -265,3 +265,9 @@ def fault_raise_big(size: int) -> None:
 @queue.task(name="fault_big_result", max_attempts=1)
 def fault_big_result(size: int) -> str:
     return "x" * size
+
+
+@queue.task(name="fault_return", max_attempts=1)
+def fault_return(value: Any) -> Any:
+    """Returns its argument as the job's result."""
+    return value

@@ -455,6 +455,33 @@ def test_oversized_result_fails_only_its_job(fault_db: FaultDatabase, db: psycop
     assert scalar(db, "SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%s) AND status = 'completed'", (others,)) == 20
 
 
+def test_an_outcome_the_database_refuses_costs_only_its_job(
+    fault_db: FaultDatabase, db: psycopg.Connection, workers: Workers
+) -> None:
+    """The acks of a busy worker travel in one statement with its next claim. A value the database refuses (here
+    a trigger stands in for any refusal: a size or type limit, a constraint of the user's) must fail only its own
+    job: the other acks of that statement are written one by one."""
+    db.execute(
+        "CREATE FUNCTION refuse_result() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'this result is refused'; END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER refuse_result BEFORE UPDATE ON pgqueue.jobs FOR EACH ROW "
+        "WHEN (NEW.result @> '{\"refuse\": true}') EXECUTE FUNCTION refuse_result()"
+    )
+    queue = make_queue(fault_db.dsn)
+    others = queue.enqueue_many([JobSpec("fault_record", {"n": n}) for n in range(30)])
+    refused = queue.enqueue("fault_return", {"value": {"refuse": True}})
+    others += queue.enqueue_many([JobSpec("fault_record", {"n": n}) for n in range(30, 60)])
+    worker = workers.start(fault_db.dsn, "--burst")
+    assert worker.process.wait(60) == 0, worker.output()[:3000]
+    row = job_row(db, refused)
+    assert row["status"] == "failed" and "could not be stored" in row["error"], row
+    assert "this result is refused" in row["error"]
+    assert scalar(db, "SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%s) AND status = 'completed'", (others,)) == 60
+    assert runs_per_job(db) == {job_id: 1 for job_id in others}
+
+
 # -- 12. delayed jobs and retries -------------------------------------------------------------------------------
 
 
