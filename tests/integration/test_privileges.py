@@ -8,6 +8,7 @@ so their names carry a random suffix; dropped afterwards). The CLI runs as a sub
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgqueue import JobSpec, Queue, admin, grants, migrate
+from pgqueue import JobSpec, Queue, grants, migrate
 from pgqueue.queue import COPY_AT_LEAST
 from pgqueue.sql import QUERIES
 
@@ -208,8 +209,10 @@ def test_app_role_enqueues_every_way_and_nothing_more(migrated: Setup) -> None:
         assert len(set(big) | set(big_async) | set(in_transaction)) == 1800
     finally:
         queue.close()
+    by_cli = pgqueue_cli("enqueue", "noop", "--args", '{"n": 4}', "--dsn", migrated.dsn(migrated.app))
+    assert by_cli.returncode == 0, by_cli
     with migrated.superuser() as db:
-        assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()[0] == 2 + 10 + 1800
+        assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone()[0] == 3 + 10 + 1800
         assert db.execute("SELECT status FROM pgqueue.jobs WHERE id = %s", (single,)).fetchone() == ("pending",)
 
     with psycopg.connect(migrated.dsn(migrated.app), autocommit=True) as app:
@@ -259,11 +262,17 @@ def test_worker_role_runs_jobs_rescues_prunes_and_operates(migrated: Setup) -> N
         (errors,) = db.execute("SELECT errors FROM pgqueue.jobs WHERE id = %s", (lost,)).fetchone()
         assert errors and errors[0]["error"].startswith("worker lost")
 
-    with psycopg.connect(migrated.dsn(migrated.worker), autocommit=True) as worker:
-        # The operator commands and the timed housekeeping, as the worker role.
-        assert admin.retry_failed(worker, ids=[failing]) == 1
-        assert admin.cancel(worker, [failing]) == [failing]
-        assert dict(((s, n) for _q, s, n in admin.status(worker).counts)) == {"cancelled": 1, "completed": 602}
+    # The operator commands, as the worker role.
+    worker_dsn = migrated.dsn(migrated.worker)
+    retried = pgqueue_cli("retry-failed", "--id", str(failing), "--dsn", worker_dsn)
+    assert retried.returncode == 0 and "1 failed job(s) retried" in retried.stdout, retried
+    cancelled = pgqueue_cli("cancel", str(failing), "--dsn", worker_dsn)
+    assert cancelled.returncode == 0 and f"cancelled 1 job(s): {failing}" in cancelled.stdout, cancelled
+    status = pgqueue_cli("status", "--json", "--dsn", worker_dsn)
+    assert status.returncode == 0, status
+    assert json.loads(status.stdout)["queues"]["default"]["jobs"] == {"cancelled": 1, "completed": 602}
+    with psycopg.connect(worker_dsn, autocommit=True) as worker:
+        # The timed housekeeping (the pruners run minutes after a worker starts, so not in a burst).
         pruned = worker.execute(QUERIES["prune_finished"], {"retention": "0 seconds", "batch": 5000}).rowcount
         assert pruned == 603
         # The registry of workers (migration 0004): a worker's row upserted, its heartbeat, its stop.
@@ -306,3 +315,6 @@ def test_worker_role_fires_cron_schedules(migrated: Setup) -> None:
     assert process.returncode == 0, output
     assert ran >= 2, output
     assert "permission denied" not in output and "Traceback" not in output, output
+    with psycopg.connect(migrated.dsn(migrated.worker), autocommit=True) as worker:  # the fires' pruner
+        pruned = worker.execute(QUERIES["prune_schedule_fires"], {"retention": "0 seconds", "batch": 5000}).fetchall()
+        assert len(pruned) >= 1
