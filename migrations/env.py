@@ -22,7 +22,11 @@ def include_object(obj: object, name: str | None, type_: str, reflected: bool, c
 def run_migrations_online() -> None:
     connection = context.config.attributes["connection"]
     connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}"))
+    # Looked up after the lock, so a concurrent first migrate has committed the schema by then. Only created when
+    # missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when the schema exists, and a database
+    # at head needs nothing but reading pgqueue.alembic_version (Alembic creates its table only when it finds none).
+    if connection.execute(text("SELECT to_regnamespace(:schema) IS NULL"), {"schema": SCHEMA}).scalar():
+        connection.execute(text(f"CREATE SCHEMA {SCHEMA}"))
     context.configure(
         connection=connection,
         target_metadata=metadata,

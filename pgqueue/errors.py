@@ -24,3 +24,7 @@ class SchemaMissingError(PgQueueError):
 
 class DatabaseUnavailableError(PgQueueError):
     """The database could not be reached or the statement's commit failed."""
+
+
+class MigrationPrivilegeError(PgQueueError):
+    """`pgqueue migrate` lacks a privilege: the schema's owner must run it (or create the schema first)."""

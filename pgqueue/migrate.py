@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -12,6 +13,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from pgqueue.errors import MigrationPrivilegeError
 from pgqueue.schema import SCHEMA
 
 
@@ -47,11 +49,33 @@ def _run(alembic_command: Callable[[Config, str], None], dsn: str, revision: str
     config = alembic_config()
     engine = engine_for(dsn)
     try:
-        with engine.begin() as connection:
+        with _database_errors(), engine.begin() as connection:
             config.attributes["connection"] = connection
             alembic_command(config, revision)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _database_errors() -> Iterator[None]:
+    """psycopg's own errors rather than SQLAlchemy's wrappers (callers handle those), and a missing privilege
+    explained: a database at head needs only reading the version table, anything else the schema's owner."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
+            reason = str(exc.orig).strip().splitlines()[0]
+            if "for database" in reason:
+                advice = (
+                    f"creating schema {SCHEMA} needs CREATE on the database "
+                    f"(or have a superuser run CREATE SCHEMA {SCHEMA} AUTHORIZATION <this role> first)"
+                )
+            else:
+                advice = f"migrate as the role that owns schema {SCHEMA}"
+            raise MigrationPrivilegeError(f"{reason}: {advice}") from exc.orig
+        if isinstance(exc.orig, psycopg.Error):
+            raise exc.orig from None
+        raise
 
 
 def head_revision() -> str | None:
@@ -61,7 +85,7 @@ def head_revision() -> str | None:
 def current_revision(dsn: str) -> str | None:
     engine = engine_for(dsn)
     try:
-        with engine.connect() as connection:
+        with _database_errors(), engine.connect() as connection:
             context = MigrationContext.configure(
                 connection, opts={"version_table_schema": SCHEMA, "version_table": "alembic_version"}
             )

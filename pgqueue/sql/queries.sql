@@ -41,9 +41,9 @@ FROM unnest(
 RETURNING id;
 
 -- name: reserve_job_ids
--- Ids for a batch written with COPY (which cannot return them), in ascending order.
-SELECT nextval(pg_get_serial_sequence('pgqueue.jobs', 'id'))
-FROM generate_series(1, %(count)s::int);
+-- Ids for a batch written with COPY (which cannot return them), in ascending order. Drawn by a function that runs
+-- as its owner (migration 0005), so that a role allowed to insert jobs needs no USAGE on the id sequence.
+SELECT id FROM pgqueue.reserve_job_ids(%(count)s::int) AS id;
 
 -- name: copy_jobs
 -- The batch itself; run_at, status and created_at take their defaults (now(): the transaction's start),
@@ -446,8 +446,9 @@ WHERE name = ANY(%(names)s::text[]);
 -- One fire, all or nothing. The schedule row is locked and must still owe this fire time
 -- (next_fire_at <= fire_at): of several workers firing together, the first advances next_fire_at and
 -- the others, re-checking the row after its commit, find nothing to do. The (schedule, fire_at)
--- primary key backs this up. The job id is drawn first so the fire row can name its job; the job is
--- inserted only when the fire row was, through the jobs table, so the NOTIFY trigger wakes workers.
+-- primary key backs this up. The job id is drawn first so the fire row can name its job (by reserve_job_ids, so
+-- the worker role needs no USAGE on the id sequence); the job is inserted only when the fire row was, through
+-- the jobs table, so the NOTIFY trigger wakes workers.
 -- With skip_if_running, a fire whose previous fire's job is unfinished is recorded as skipped.
 -- Returns one row (job_id, skipped_reason) when this call fired, none otherwise.
 WITH schedule AS (
@@ -472,7 +473,7 @@ fire AS (
     INSERT INTO pgqueue.schedule_fires (schedule, fire_at, job_id, skipped_reason)
     SELECT schedule.name,
            %(fire_at)s,
-           CASE WHEN unfinished.id IS NULL THEN nextval(pg_get_serial_sequence('pgqueue.jobs', 'id')) END,
+           CASE WHEN unfinished.id IS NULL THEN (SELECT id FROM pgqueue.reserve_job_ids(1) AS id) END,
            'previous job ' || unfinished.id || ' still ' || unfinished.status
     FROM schedule
     LEFT JOIN unfinished ON true

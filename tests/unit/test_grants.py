@@ -1,0 +1,33 @@
+"""The GRANT statements pgqueue.grants writes: quoting, and coverage of every table (tested with real roles in
+tests/integration/test_privileges.py)."""
+
+from __future__ import annotations
+
+from pgqueue import grants
+from pgqueue.schema import metadata
+
+
+def test_script_quotes_role_names() -> None:
+    text = grants.script(app_role='we"ird app', worker_role="Worker")
+    lines = text.splitlines()
+    assert lines[0] == 'GRANT USAGE ON SCHEMA "pgqueue" TO "we""ird app";'
+    assert 'GRANT SELECT ("id", "status", "dedup_key") ON TABLE "pgqueue"."jobs" TO "we""ird app";' in lines
+    assert 'GRANT EXECUTE ON FUNCTION "pgqueue"."reserve_job_ids"(integer) TO "Worker";' in lines
+    assert 'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "pgqueue"."jobs" TO "Worker";' in lines
+    assert len(lines) == len(grants.APP_GRANTS) + len(grants.WORKER_GRANTS)
+    assert grants.script(worker_role="w").count("\n") == len(grants.WORKER_GRANTS)
+    assert grants.script() == ""
+
+
+def test_every_table_is_covered() -> None:
+    """A migration that adds a table must say here what each role may do with it."""
+    tables = {table.name for table in metadata.tables.values()} | {"alembic_version"}
+    worker_tables = {grant.name for grant in grants.WORKER_GRANTS if grant.kind == "TABLE"}
+    assert worker_tables == tables
+    app_tables = {grant.name for grant in grants.APP_GRANTS if grant.kind == "TABLE"}
+    assert app_tables == {"jobs", "alembic_version"}
+    for role_grants in (grants.APP_GRANTS, grants.WORKER_GRANTS):
+        assert {g.object_name for g in role_grants if g.kind != "TABLE"} == {
+            "pgqueue",
+            "pgqueue.reserve_job_ids(integer)",
+        }
