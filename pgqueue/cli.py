@@ -261,13 +261,21 @@ def retry_failed(
     task: Annotated[str | None, typer.Option(help="Only jobs of this task.")] = None,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only jobs of this queue.")] = None,
     job_id: Annotated[list[int] | None, typer.Option("--id", help="Only these job ids (repeatable).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count them.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be retried.")] = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Send failed jobs back to pending (attempts reset, error history kept); print how many."""
+    """Send failed jobs back to pending (attempts reset, error history kept); print how many.
+
+    A job whose dedup key a pending or running job holds stays failed and is listed on stderr with that job's
+    id (exit status 1); so are all but the newest of failed jobs sharing a key.
+    """
     with _connect(dsn) as conn:
-        count = admin.retry_failed(conn, task=task, queue=queue, ids=job_id, dry_run=dry_run)
-    typer.echo(f"{count} failed job(s) {'would be' if dry_run else ''} retried".replace("  ", " "))
+        result = admin.retry_failed(conn, task=task, queue=queue, ids=job_id, dry_run=dry_run)
+    typer.echo(f"{len(result.retried)} failed job(s) {'would be retried' if dry_run else 'retried'}")
+    for refusal in result.refused:
+        typer.echo(f"{'would not retry' if dry_run else 'not retried'}: {refusal.reason}", err=True)
+    if not result.complete:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -13,7 +13,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import PoolTimeout
 
-from pgqueue import connections
+from pgqueue import admin, connections
 from pgqueue.errors import InvalidJobError, SchemaMissingError, UnknownTaskError
 from pgqueue.execution import args_fit
 from pgqueue.retry import DEFAULT_BACKOFF, RetryPolicy
@@ -377,20 +377,36 @@ class Queue:
     # -- operator actions -----------------------------------------------------------------------
 
     def retry_failed(
-        self, *, task: str | None = None, queue: str | None = None, ids: Sequence[int] | None = None
-    ) -> int:
-        """Send failed jobs back to pending (attempts reset, error history kept); returns how many."""
-        from pgqueue import admin
+        self,
+        *,
+        task: str | None = None,
+        queue: str | None = None,
+        ids: Sequence[int] | None = None,
+        dry_run: bool = False,
+    ) -> admin.RetryResult:
+        """Send failed jobs back to pending (attempts reset, error history kept).
 
-        with self._sync_pool().connection() as conn:
-            return admin.retry_failed(conn, task=task, queue=queue, ids=ids)
+        A job whose dedup key a pending or running job holds stays failed, as do all but the newest of failed
+        jobs sharing a key: the result lists the ids retried and, for the others, which job holds the key.
+        With `dry_run` nothing changes and the result says what would.
+        """
+        try:
+            with self._sync_pool().connection() as conn:
+                return admin.retry_failed(conn, task=task, queue=queue, ids=ids, dry_run=dry_run)
+        except psycopg.errors.UndefinedTable:
+            raise SchemaMissingError() from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise connections.unavailable(exc) from exc
 
     def cancel(self, *ids: int) -> list[int]:
         """Cancel jobs: pending ones at once, running ones are asked to stop. Returns those cancelled."""
-        from pgqueue import admin
-
-        with self._sync_pool().connection() as conn:
-            return admin.cancel(conn, ids)
+        try:
+            with self._sync_pool().connection() as conn:
+                return admin.cancel(conn, ids)
+        except psycopg.errors.UndefinedTable:
+            raise SchemaMissingError() from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise connections.unavailable(exc) from exc
 
     # -- connections ----------------------------------------------------------------------------
 
