@@ -6,7 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, overload
 
 import psycopg
@@ -514,7 +514,17 @@ def _nesting(value: Any) -> int:
 def _as_timedelta(delay: timedelta | float | None) -> timedelta:
     if delay is None:
         return ZERO
-    value = delay if isinstance(delay, timedelta) else timedelta(seconds=float(delay))
+    too_far = f"delay {delay!r} is out of range: the job would run after the year 9999"
+    try:
+        value = delay if isinstance(delay, timedelta) else timedelta(seconds=float(delay))
+    except OverflowError:  # inf, or beyond timedelta's 999999999 days
+        raise InvalidJobError(too_far) from None
+    except (TypeError, ValueError):  # nan, or not a number
+        raise InvalidJobError(f"delay {delay!r} is not a duration: pass a timedelta or seconds") from None
     if value < ZERO:
         raise InvalidJobError(f"delay must not be negative (got {value})")
+    try:
+        datetime.now(UTC) + value  # the job's run_at must be a time Python (and so the job row) can hold
+    except OverflowError:
+        raise InvalidJobError(too_far) from None
     return value

@@ -10,12 +10,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from pgqueue import Queue
+from pgqueue import InvalidJobError, Queue
 
 ROOT = Path(__file__).resolve().parents[2]
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
@@ -201,7 +202,8 @@ HOSTILE = [
     (["cancel", "1", "--", "-" + BIG], None, ""),
     (["retry-failed", "--id", BIG], None, ""),
     (["cron", "next", "0 0 1 1 *", "--after", "0001-01-01T00:00:00+01:00"], None, "--after"),
-    (["cron", "next", "0 0 1 1 *", "--after", "9999-12-31T23:00:00-05:00"], None, "year 10000"),
+    (["cron", "next", "0 0 1 1 *", "--after", "9999-12-31T23:00:00-05:00"], None, "--after"),
+    (["cron", "next", "0 0 1 1 *", "--after", "9999-12-31T23:00:00+00:00"], None, "year 10000"),
     (["cron", "next", "0 0 1 1 *", "--after", "0001-01-01T00:00:00", "--tz", "Asia/Tokyo"], None, "--after"),
     (["cron", "next", BIG + " * * * *"], None, "out of range"),
     (["cron", "next", "*/" + BIG + " * * * *", "--count", BIG], None, ""),
@@ -241,6 +243,31 @@ def test_hostile_input_is_one_line_never_a_traceback(
 
 def test_cancel_out_of_range_id_is_a_usage_error(dsn: str) -> None:
     assert_one_line_error(run("cancel", BIG, dsn=dsn), "job_ids", code=2)
+
+
+def test_an_unexpected_exception_is_one_line_with_its_type(tmp_path: Path, dsn: str) -> None:
+    (tmp_path / "odd_app.py").write_text(
+        "from pgqueue import Queue\n"
+        "class OddQueue(Queue):\n"
+        "    def enqueue(self, *args, **kwargs):\n"
+        "        raise KeyError('no such \\x1b[31mthing')\n"
+        "queue = OddQueue()\n"
+        "@queue.task(name='x')\n"
+        "def x() -> None:\n"
+        "    pass\n"
+    )
+    result = run("enqueue", "x", "--app", "odd_app", dsn=dsn, env={"PYTHONPATH": str(tmp_path)})
+    line = assert_one_line_error(result, "unexpected KeyError: ")
+    assert "\x1b" not in line and "\\x1b[31mthing" in line
+
+
+def test_api_refuses_a_delay_beyond_the_year_9999() -> None:
+    queue = Queue("postgresql://unused")
+    queue.task(name="x")(lambda: None)
+    for delay in (timedelta(days=999_999_999), float("inf"), 1e300, float("nan")):
+        with pytest.raises(InvalidJobError, match="delay"):
+            queue.job_params("x", delay=delay)
+    assert queue.job_params("x", delay=timedelta(days=365 * 100))["delay"] == timedelta(days=365 * 100)
 
 
 # -- 10. secrets and terminal safety -------------------------------------------------------------------
