@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -139,6 +140,43 @@ def test_retry_failed_of_two_failed_jobs_sharing_a_key_retries_one(dsn: str, db:
     held = run("retry-failed", "--id", str(older), dsn=dsn)
     assert held.returncode == 1 and held.stdout.strip() == "0 failed job(s) retried"
     assert f"job {older}: dedup key 'report-7' is held by pending job {newer}" in held.stderr
+
+
+def test_retry_failed_when_an_enqueue_takes_the_key_meanwhile(dsn: str, db: psycopg.Connection) -> None:
+    """A job with the key inserted but not yet committed when retry-failed runs: the update waits on the unique
+    index, gets a unique violation when the insert commits, and the statement run again refuses the job."""
+    failed = add_job(db, "failed", "race-1")
+    plain = add_job(db, "failed")
+    with psycopg.connect(dsn) as enqueuer:  # not autocommit: the insert stays uncommitted
+        row = enqueuer.execute(
+            "INSERT INTO pgqueue.jobs (task, dedup_key) VALUES ('invoice', 'race-1') RETURNING id"
+        ).fetchone()
+        assert row is not None
+        retry = subprocess.Popen(
+            [PGQUEUE, "retry-failed", "--dsn", dsn], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            for _ in range(300):  # until the update waits for the enqueuer's transaction
+                waiting = db.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = "
+                    "'Lock' AND query LIKE '%%matching%%'"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                assert retry.poll() is None, retry.communicate()
+                time.sleep(0.05)
+            else:
+                pytest.fail("retry-failed never waited for the uncommitted enqueue")
+            enqueuer.commit()
+            out, err = retry.communicate(timeout=60)
+        finally:
+            if retry.poll() is None:
+                retry.kill()
+    assert "Traceback" not in err and retry.returncode == 1, err
+    assert out.strip() == "1 failed job(s) retried"
+    assert f"job {failed}: dedup key 'race-1' is held by pending job {row[0]}" in err
+    after = states(db)
+    assert after[failed][0] == "failed" and after[plain] == ("pending", 0)
 
 
 def test_retry_failed_all_back_exits_0(dsn: str, db: psycopg.Connection) -> None:
