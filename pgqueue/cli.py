@@ -62,8 +62,8 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, typer.TyperException):
-            raise  # an exit status chosen on purpose, or a usage error for main() to word
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
+            raise  # an exit status chosen on purpose, a usage error for main() to word, or a reader gone
         except KeyboardInterrupt:
             _fail("interrupted", code=130)
         except Exception as exc:
@@ -509,6 +509,9 @@ def main() -> None:
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # `pgqueue cron next ... | head -1`: the reader has all it wanted; as Click does, exit 1
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the final flush cannot fail again
+        code = 1
     except Exception as exc:  # raised outside any command's own handler
         typer.echo(f"error: {_safe(describe_error(exc))}", err=True)
         code = 1

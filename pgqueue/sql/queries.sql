@@ -353,11 +353,10 @@ decided AS (
            ) AS holder_id,
            coalesce(holder.status, 'failed') AS holder_status
     FROM matching m
-    LEFT JOIN LATERAL (
+    LEFT JOIN LATERAL (  -- at most one: the partial unique index (which serves this lookup)
         SELECT j.id, j.status
         FROM pgqueue.jobs j
         WHERE j.dedup_key = m.dedup_key AND j.status IN ('pending', 'running')
-        ORDER BY j.id
         LIMIT 1
     ) holder ON true
 ),
