@@ -25,8 +25,52 @@ class QueueStatus:
         return {"queues": queues}
 
 
-def _filters(task: str | None, queue: str | None, ids: Sequence[int] | None) -> dict[str, Any]:
-    return {"task": task, "queue": queue, "ids": list(ids) if ids else None}
+# Job ids are bigint: a number outside that range names no job.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+
+
+def _job_ids(ids: Sequence[int] | None) -> list[int] | None:
+    """None (no filter) stays None; ids that cannot exist are dropped, so they match nothing."""
+    return None if ids is None else [i for i in ids if BIGINT_MIN <= i <= BIGINT_MAX]
+
+
+@dataclass(frozen=True)
+class RetryRefusal:
+    """A failed job that stays failed: its dedup key is held by another job (one pending or running per key)."""
+
+    job_id: int
+    dedup_key: str
+    holder_id: int
+    # 'pending' or 'running'; 'failed' for a failed job with the same key that goes back in its place.
+    holder_status: str
+
+    @property
+    def reason(self) -> str:
+        if self.holder_status == "failed":
+            return (
+                f"job {self.job_id}: dedup key {self.dedup_key!r} is shared with failed job {self.holder_id}, "
+                "the newest, which goes back instead"
+            )
+        return f"job {self.job_id}: dedup key {self.dedup_key!r} is held by {self.holder_status} job {self.holder_id}"
+
+
+@dataclass(frozen=True)
+class RetryResult:
+    """What retry_failed did (or, with dry_run, would do): the ids sent back and the jobs that stay failed."""
+
+    retried: list[int]
+    refused: list[RetryRefusal]
+    dry_run: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """True when every matching failed job went back."""
+        return not self.refused
+
+
+# A pending or running job committed with a dedup key between the statement's snapshot and its update makes
+# the update violate the unique index; run again, the statement sees that job and leaves the failed one alone.
+_RETRY_ATTEMPTS = 3
 
 
 def retry_failed(
@@ -36,23 +80,33 @@ def retry_failed(
     queue: str | None = None,
     ids: Sequence[int] | None = None,
     dry_run: bool = False,
-) -> int:
-    """Failed jobs back to pending (attempts reset, error history kept); returns how many."""
-    params = _filters(task, queue, ids)
-    if dry_run:
-        row = conn.execute(QUERIES["count_failed"], params).fetchone()
-        return int(row[0]) if row else 0
-    with conn.transaction():
-        rows = conn.execute(QUERIES["retry_failed"], params).fetchall()
-        for retried_queue in sorted({queue_name for _id, queue_name in rows}):
-            conn.execute(QUERIES["notify_queue"], {"queue": retried_queue})
-    return len(rows)
+) -> RetryResult:
+    """Failed jobs back to pending (attempts reset, error history kept), but for those whose dedup key is held.
+
+    One statement decides and updates; nothing changes with dry_run. Returns the ids retried and the refusals.
+    """
+    params = {"task": task, "queue": queue, "ids": _job_ids(ids), "dry_run": dry_run}
+    for attempt in range(1, _RETRY_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                rows = conn.execute(QUERIES["retry_failed"], params).fetchall()
+                queues = sorted({row[1] for row in rows if row[5]})
+                for retried_queue in queues:
+                    conn.execute(QUERIES["notify_queue"], {"queue": retried_queue})
+            break
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != "jobs_dedup_key_idx" or attempt == _RETRY_ATTEMPTS:
+                raise
+    # Dry run: what the update would take; otherwise what it took (the same rows: they are locked).
+    retried = [int(row[0]) for row in rows if (row[3] is None if dry_run else row[5])]
+    refused = [RetryRefusal(int(row[0]), str(row[2]), int(row[3]), str(row[4])) for row in rows if row[3] is not None]
+    return RetryResult(retried=retried, refused=refused, dry_run=dry_run)
 
 
 def cancel(conn: psycopg.Connection[Any], ids: Sequence[int]) -> list[int]:
     """Cancel pending or running jobs; returns the ids that were cancelled."""
     with conn.transaction():
-        rows = conn.execute(QUERIES["cancel_jobs"], {"ids": list(ids)}).fetchall()
+        rows = conn.execute(QUERIES["cancel_jobs"], {"ids": _job_ids(ids)}).fetchall()
     return sorted(int(row[0]) for row in rows)
 
 

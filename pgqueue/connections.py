@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.errors import DatabaseUnavailableError, InvalidJobError
+from pgqueue.sanitize import first_line
 from pgqueue.sql import QUERIES
 
 # TCP keepalives make a silently dead connection (a cut cable, a vanished host) fail in about
@@ -38,8 +39,7 @@ def connect_kwargs(dsn: str, application_name: str | None = None) -> dict[str, A
 
 
 def unavailable(exc: BaseException) -> DatabaseUnavailableError:
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return DatabaseUnavailableError(f"database unavailable: {first_line}")
+    return DatabaseUnavailableError(f"database unavailable: {first_line(exc)}")
 
 
 def execute_in(connection: Any, query: LiteralString, params: dict[str, Any]) -> Sequence[Any]:

@@ -6,14 +6,14 @@ import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, LiteralString, overload
 
 import psycopg
 import psycopg.errors
 from psycopg_pool import PoolTimeout
 
-from pgqueue import connections
+from pgqueue import admin, connections
 from pgqueue.errors import InvalidJobError, SchemaMissingError, UnknownTaskError
 from pgqueue.execution import args_fit
 from pgqueue.retry import DEFAULT_BACKOFF, RetryPolicy
@@ -377,20 +377,36 @@ class Queue:
     # -- operator actions -----------------------------------------------------------------------
 
     def retry_failed(
-        self, *, task: str | None = None, queue: str | None = None, ids: Sequence[int] | None = None
-    ) -> int:
-        """Send failed jobs back to pending (attempts reset, error history kept); returns how many."""
-        from pgqueue import admin
+        self,
+        *,
+        task: str | None = None,
+        queue: str | None = None,
+        ids: Sequence[int] | None = None,
+        dry_run: bool = False,
+    ) -> admin.RetryResult:
+        """Send failed jobs back to pending (attempts reset, error history kept).
 
-        with self._sync_pool().connection() as conn:
-            return admin.retry_failed(conn, task=task, queue=queue, ids=ids)
+        A job whose dedup key a pending or running job holds stays failed, as do all but the newest of failed
+        jobs sharing a key: the result lists the ids retried and, for the others, which job holds the key.
+        With `dry_run` nothing changes and the result says what would.
+        """
+        try:
+            with self._sync_pool().connection() as conn:
+                return admin.retry_failed(conn, task=task, queue=queue, ids=ids, dry_run=dry_run)
+        except psycopg.errors.UndefinedTable:
+            raise SchemaMissingError() from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise connections.unavailable(exc) from exc
 
     def cancel(self, *ids: int) -> list[int]:
         """Cancel jobs: pending ones at once, running ones are asked to stop. Returns those cancelled."""
-        from pgqueue import admin
-
-        with self._sync_pool().connection() as conn:
-            return admin.cancel(conn, ids)
+        try:
+            with self._sync_pool().connection() as conn:
+                return admin.cancel(conn, ids)
+        except psycopg.errors.UndefinedTable:
+            raise SchemaMissingError() from None
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise connections.unavailable(exc) from exc
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -498,7 +514,17 @@ def _nesting(value: Any) -> int:
 def _as_timedelta(delay: timedelta | float | None) -> timedelta:
     if delay is None:
         return ZERO
-    value = delay if isinstance(delay, timedelta) else timedelta(seconds=float(delay))
+    too_far = f"delay {delay!r} is out of range: the job would run after the year 9999"
+    try:
+        value = delay if isinstance(delay, timedelta) else timedelta(seconds=float(delay))
+    except OverflowError:  # inf, or beyond timedelta's 999999999 days
+        raise InvalidJobError(too_far) from None
+    except (TypeError, ValueError):  # nan, or not a number
+        raise InvalidJobError(f"delay {delay!r} is not a duration: pass a timedelta or seconds") from None
     if value < ZERO:
         raise InvalidJobError(f"delay must not be negative (got {value})")
+    try:
+        datetime.now(UTC) + value  # the job's run_at must be a time Python (and so the job row) can hold
+    except OverflowError:
+        raise InvalidJobError(too_far) from None
     return value

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from pgqueue.sanitize import printable
+
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """The table as text. Cells may hold anything (queue names, errors): control characters are escaped, so
+    no cell can move the cursor, recolour the terminal or start a line of its own."""
+    headers = [printable(h) for h in headers]
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

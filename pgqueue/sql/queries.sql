@@ -332,22 +332,46 @@ WHERE id IN (
 );
 
 -- name: retry_failed
--- Failed jobs back to pending: attempts start over, the error history is kept.
-UPDATE pgqueue.jobs
-SET status = 'pending', attempts = 0, run_at = now(), finished_at = NULL, lease_expires_at = NULL
-WHERE status = 'failed'
-  AND (%(task)s::text IS NULL OR task = %(task)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
-RETURNING id, queue;
-
--- name: count_failed
-SELECT count(*)
-FROM pgqueue.jobs
-WHERE status = 'failed'
-  AND (%(task)s::text IS NULL OR task = %(task)s::text)
-  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-  AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]));
+-- Failed jobs back to pending: attempts start over, the error history is kept. The partial unique index
+-- allows one pending or running job per dedup key, so a failed job whose key such a job holds stays failed,
+-- and of failed jobs sharing a key only the newest goes back. One row per matching failed job: holder_id is
+-- null for one that goes back, else the job that holds (or takes) its key. With dry_run nothing changes.
+WITH matching AS (
+    SELECT id, queue, dedup_key
+    FROM pgqueue.jobs
+    WHERE status = 'failed'
+      AND (%(task)s::text IS NULL OR task = %(task)s::text)
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+    FOR UPDATE
+),
+decided AS (
+    SELECT m.id, m.queue, m.dedup_key,
+           coalesce(
+               holder.id,
+               CASE WHEN m.dedup_key IS NOT NULL THEN nullif(max(m.id) OVER (PARTITION BY m.dedup_key), m.id) END
+           ) AS holder_id,
+           coalesce(holder.status, 'failed') AS holder_status
+    FROM matching m
+    LEFT JOIN LATERAL (  -- at most one: the partial unique index (which serves this lookup)
+        SELECT j.id, j.status
+        FROM pgqueue.jobs j
+        WHERE j.dedup_key = m.dedup_key AND j.status IN ('pending', 'running')
+        LIMIT 1
+    ) holder ON true
+),
+retried AS (
+    UPDATE pgqueue.jobs j
+    SET status = 'pending', attempts = 0, run_at = now(), finished_at = NULL, lease_expires_at = NULL
+    FROM decided d
+    WHERE j.id = d.id AND d.holder_id IS NULL AND NOT %(dry_run)s::boolean
+    RETURNING j.id
+)
+SELECT d.id, d.queue, d.dedup_key, d.holder_id,
+       CASE WHEN d.holder_id IS NOT NULL THEN d.holder_status END AS holder_status,
+       d.id IN (SELECT id FROM retried) AS retried
+FROM decided d
+ORDER BY d.id;
 
 -- name: cancel_jobs
 -- Pending jobs are cancelled outright; running ones are marked cancelled and their worker, told

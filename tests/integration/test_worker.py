@@ -249,7 +249,7 @@ def test_retry_failed_resets_attempts_and_keeps_history(queue: Queue, db: psycop
     run_burst(queue)
     assert db.execute("SELECT status, attempts FROM pgqueue.jobs").fetchone() == ("failed", 1)
     fixed["ok"] = True
-    assert queue.retry_failed(task="fragile") == 1
+    assert queue.retry_failed(task="fragile").retried == [job_id]
     assert db.execute("SELECT status, attempts FROM pgqueue.jobs").fetchone() == ("pending", 0)
     run_burst(queue)
     status, attempts, errors = db.execute(
