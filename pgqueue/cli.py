@@ -324,6 +324,49 @@ def _parse_when(text: str) -> datetime:
     return when
 
 
+# -- grant ------------------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly_errors
+def grant(
+    app_role: Annotated[
+        str | None,
+        typer.Option("--app-role", envvar="PGQUEUE_APP_ROLE", help="Role of the application that enqueues."),
+    ] = None,
+    worker_role: Annotated[
+        str | None,
+        typer.Option("--worker-role", envvar="PGQUEUE_WORKER_ROLE", help="Role that runs `pgqueue work`."),
+    ] = None,
+    print_only: Annotated[bool, typer.Option("--print", help="Print the GRANT statements; needs no database.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Only list the privileges the roles lack.")] = False,
+    dsn: DsnOption = None,
+) -> None:
+    """Give the application and worker roles exactly the privileges they need (run as the schema's owner).
+
+    Run it again after a `pgqueue migrate` that adds tables; --check lists what a role lacks (exit 1 if anything).
+    """
+    from pgqueue import grants
+
+    if app_role is None and worker_role is None:
+        raise typer.BadParameter("give --app-role, --worker-role or both")
+    if print_only:
+        typer.echo(grants.script(app_role=app_role, worker_role=worker_role), nl=False)
+        return
+    with _connect(dsn) as conn:
+        if not check:
+            grants.apply(conn, app_role=app_role, worker_role=worker_role)
+        lacking = grants.missing(conn, app_role=app_role, worker_role=worker_role)
+    for line in lacking:
+        _note(f"missing: {line}")
+    if lacking:
+        raise typer.Exit(1)
+    roles = " and ".join(
+        f"{kind} role {_safe(role)}" for kind, role in (("app", app_role), ("worker", worker_role)) if role
+    )
+    typer.echo(f"{roles}: {'every privilege present' if check else 'privileges granted'}")
+
+
 # -- retry-failed, cancel, status -------------------------------------------------------------------
 
 

@@ -188,6 +188,30 @@ def test_missing_lists_what_a_role_lacks(migrated: Setup) -> None:
         assert grants.missing(db, app_role=migrated.app, worker_role=migrated.worker) == []
 
 
+def test_grant_command_grants_checks_and_prints(fresh: Setup) -> None:
+    """`pgqueue grant` as the schema's owner: --check lists what the roles lack (exit 1), a plain run grants it,
+    --check then passes; a non-owner cannot grant, in one line."""
+    migrate.upgrade(fresh.dsn(fresh.owner))
+    roles = ("--app-role", fresh.app, "--worker-role", fresh.worker)
+    lacking = pgqueue_cli("grant", *roles, "--check", "--dsn", fresh.dsn(fresh.owner))
+    assert lacking.returncode == 1 and f"missing: {fresh.app}: INSERT on pgqueue.jobs" in lacking.stderr, lacking
+    granted = pgqueue_cli("grant", *roles, "--dsn", fresh.dsn(fresh.owner))
+    assert granted.returncode == 0 and "privileges granted" in granted.stdout, granted
+    checked = pgqueue_cli("grant", *roles, "--check", "--dsn", fresh.dsn(fresh.owner))
+    assert (checked.returncode, checked.stderr) == (0, ""), checked
+    with fresh.superuser() as db:
+        assert grants.missing(db, app_role=fresh.app, worker_role=fresh.worker) == []
+    # Run by a role that owns nothing: refused in one line, nothing granted (where PostgreSQL only warns, the
+    # check after the statements says what is still missing).
+    refused = pgqueue_cli("grant", "--worker-role", fresh.app, "--dsn", fresh.dsn(fresh.app))
+    assert_one_line_error(refused, "permission denied")
+    with fresh.superuser() as db:
+        assert f"{fresh.app}: UPDATE on pgqueue.jobs" in grants.missing(db, worker_role=fresh.app)
+    printed = pgqueue_cli("grant", "--app-role", 'web"app', "--print")  # no database at all
+    assert printed.returncode == 0 and 'GRANT INSERT ON TABLE "pgqueue"."jobs" TO "web""app";' in printed.stdout
+    assert pgqueue_cli("grant").returncode == 2
+
+
 # -- the application role -------------------------------------------------------------------------------------------
 
 
