@@ -21,15 +21,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.core.management import call_command
+from django.db import IntegrityError, connection, connections, transaction
+from django.db.transaction import TransactionManagementError
 
-django = pytest.importorskip("django")  # a dev dependency: missing only outside `make test`'s virtualenv
-
-from django.core.management import call_command  # noqa: E402
-from django.db import IntegrityError, connection, connections, transaction  # noqa: E402
-from django.db.transaction import TransactionManagementError  # noqa: E402
-
-from pgqueue import DatabaseUnavailableError, InvalidJobError, JobSpec, Queue, SchemaMissingError  # noqa: E402
-from tests.integrations.django_project import settings as project  # noqa: E402
+from pgqueue import DatabaseUnavailableError, InvalidJobError, JobSpec, Queue, SchemaMissingError
+from tests.integrations.django_project import settings as project
 
 ROOT = Path(__file__).resolve().parents[2]
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
