@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.errors import DatabaseUnavailableError, InvalidJobError
+from pgqueue.integrations import django as django_integration
 from pgqueue.sanitize import first_line
 from pgqueue.sql import QUERIES
 
@@ -46,6 +47,8 @@ def execute_in(connection: Any, query: LiteralString, params: dict[str, Any]) ->
     """Run `query` inside the caller's transaction: psycopg Connection, SQLAlchemy Connection or Session."""
     if isinstance(connection, psycopg.Connection):
         return connection.execute(query, params).fetchall()
+    if django_integration.is_django_connection(connection):
+        return django_integration.execute(connection, query, params)
     sa_connection = _sqlalchemy_connection(connection)
     return sa_connection.exec_driver_sql(query, params).fetchall()
 
@@ -55,6 +58,8 @@ async def execute_in_async(connection: Any, query: LiteralString, params: dict[s
     if isinstance(connection, psycopg.AsyncConnection):
         cursor = await connection.execute(query, params)
         return await cursor.fetchall()
+    if django_integration.is_django_connection(connection):
+        return await django_integration.execute_async(connection, query, params)
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
     if isinstance(connection, AsyncSession):

@@ -1,0 +1,1 @@
+"""An orders API whose orders and background jobs commit together: FastAPI, SQLAlchemy async, pgqueue."""
