@@ -28,9 +28,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute(
-        "CREATE INDEX IF NOT EXISTS jobs_failed_queue_idx ON pgqueue.jobs (queue, id) WHERE status = 'failed'"
-    )
+    op.execute("CREATE INDEX IF NOT EXISTS jobs_failed_queue_idx ON pgqueue.jobs (queue, id) WHERE status = 'failed'")
     op.execute("CREATE INDEX IF NOT EXISTS jobs_args_idx ON pgqueue.jobs USING gin (args jsonb_path_ops)")
 
 

@@ -123,7 +123,7 @@ def _here(request: Request) -> str:
 def _query(request: Request) -> dict[str, str]:
     """The query string, one value per name (the last wins), capped in size."""
     raw = request.scope.get("query_string", b"")
-    if len(raw) > 32 * 1024:
+    if len(raw) > 48 * 1024:
         raise BadRequest("the query string is too long")
     try:
         return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=50))
