@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -76,12 +77,13 @@ def register_worker(
 
 
 def failed_errors(attempts: int, message: str, worker: str = "app-1:4242:9f3c1a") -> list[dict[str, Any]]:
-    """The error history fail_jobs writes: one object per failed attempt."""
+    """The error history fail_jobs writes: one object per failed attempt, the last one a minute ago."""
+    now = datetime.now(UTC)
     return [
         {
             "attempt": n,
-            "started_at": f"2026-12-01T10:{n:02d}:00.000000+00:00",
-            "at": f"2026-12-01T10:{n:02d}:01.250000+00:00",
+            "started_at": (now - timedelta(minutes=3 * (attempts - n) + 1, seconds=2)).isoformat(),
+            "at": (now - timedelta(minutes=3 * (attempts - n) + 1)).isoformat(),
             "error": f"{message} (attempt {n})",
             "traceback": (
                 "Traceback (most recent call last):\n"
@@ -142,7 +144,11 @@ def populate(db: psycopg.Connection) -> dict[str, int]:
         errors=failed_errors(3, "PDF service timed out"),
         finished_at=None,
     )
-    db.execute("UPDATE pgqueue.jobs SET finished_at = now() - interval '40 seconds' WHERE id = %s", (ids["failed"],))
+    db.execute(
+        "UPDATE pgqueue.jobs SET finished_at = now() - interval '1 minute', created_at = now() - interval '8 minutes', "
+        "run_at = now() - interval '8 minutes' WHERE id = %s",
+        (ids["failed"],),
+    )
     db.execute(
         "INSERT INTO pgqueue.jobs (queue, task, args, run_at, created_at) "
         "SELECT 'emails', 'send_email', jsonb_build_object('to', 'user' || g || '@example.com'), "
