@@ -524,6 +524,32 @@ def cron_list(
     typer.echo(format_table(headers, [[item[key] or "-" for key in keys] for item in described]))
 
 
+# -- dashboard --------------------------------------------------------------------------------------
+
+
+@app.command()
+@friendly_errors
+def dashboard(
+    host: Annotated[str, typer.Option(help="Address to listen on; not loopback only with --auth.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8484,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Hide and refuse every action.")] = False,
+    auth: Annotated[
+        str | None,
+        typer.Option(envvar="PGQUEUE_DASHBOARD_AUTH", help="USER:PASSWORD for HTTP Basic auth.", show_default=False),
+    ] = None,
+    dsn: DsnOption = None,
+) -> None:
+    """Serve the web dashboard (needs the extra: pip install "pgqueue[dashboard]")."""
+    _setup_logging(False)
+    from pgqueue.dashboard.server import UsageError, serve
+
+    try:
+        serve(dsn=resolve_dsn(dsn), host=host, port=port, read_only=read_only, auth=auth)
+    except UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 # -- demo -------------------------------------------------------------------------------------------
 
 

@@ -96,6 +96,9 @@ jobs = Table(
     ),
     Index("jobs_finished_idx", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
     Index("jobs_failed_idx", "task", postgresql_where=text("status = 'failed'")),
+    # The dashboard's (migration 0006): failed jobs per queue, and the args containment filter.
+    Index("jobs_failed_queue_idx", "queue", "id", postgresql_where=text("status = 'failed'")),
+    Index("jobs_args_idx", "args", postgresql_using="gin", postgresql_ops={"args": "jsonb_path_ops"}),
 )
 
 schedules = Table(

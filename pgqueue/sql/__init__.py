@@ -1,4 +1,4 @@
-"""The hot-path SQL, read once from queries.sql: `QUERIES["claim"]`."""
+"""The SQL, read once from the named blocks of every *.sql file here (queries.sql, dashboard.sql): QUERIES["claim"]."""
 
 from __future__ import annotations
 
@@ -29,7 +29,17 @@ def _with_outcomes(statement: LiteralString) -> LiteralString:
     return cast(LiteralString, f"{outcomes}\n{statement}")
 
 
-QUERIES: dict[str, LiteralString] = _load((Path(__file__).parent / "queries.sql").read_text())
+def _load_all(folder: Path) -> dict[str, LiteralString]:
+    queries: dict[str, LiteralString] = {}
+    for path in sorted(folder.glob("*.sql")):
+        for name, query in _load(path.read_text()).items():
+            if name in queries:
+                raise RuntimeError(f"query {name!r} is defined twice ({path.name})")
+            queries[name] = query
+    return queries
+
+
+QUERIES: dict[str, LiteralString] = _load_all(Path(__file__).parent)
 # Data-modifying CTEs always run to completion, read or not.
 QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
 QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])

@@ -1,0 +1,442 @@
+"""The dashboard's reads and actions: typed functions over the named blocks of pgqueue/sql/dashboard.sql (and
+cancel_jobs / notify_queue of queries.sql), each returning named rows (frozen dataclasses). No SQL elsewhere.
+
+Every function takes a psycopg connection in autocommit mode; an action is one short transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from pgqueue.dashboard.filters import Cursor, JobFilter
+from pgqueue.sql import QUERIES
+
+RECENT_CAP = 20_000  # finished jobs read per overview at most (the last hour's counts and chart)
+WORKERS_SHOWN = 200
+DEAD_AFTER = 60.0  # seconds without a heartbeat after which a worker counts as dead (default lease 30 s, beat 15 s)
+NAME_CLIP = 1_000
+JSON_CLIP = 100_000
+TEXT_CLIP = 10_000
+TRACEBACK_CLIP = 20_000
+ATTEMPTS_SHOWN = 100
+BULK_BATCH = 5_000
+BULK_MAX = 100_000  # jobs one confirmed bulk action touches at most; the page says when more remain
+
+
+# -- rows -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clipped:
+    """Text that may have been cut: `text` is what is shown, `length` the full length in characters."""
+
+    text: str
+    length: int
+
+    @property
+    def cut(self) -> int:
+        return max(0, self.length - len(self.text))
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    name: str
+    due: int = 0
+    scheduled: int = 0
+    running: int = 0
+    failed: int = 0
+    completed_recent: int = 0
+    cancelled_recent: int = 0
+    failed_recent: int = 0
+    oldest_due_seconds: float | None = None
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Minute:
+    start: datetime
+    completed: int
+    failed: int
+    complete: bool  # False: the bounded scan stopped inside or after this minute; its figures are a lower bound
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    id: str
+    host: str
+    pid: int
+    queues: list[str] | None
+    concurrency: int
+    running: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    silent_seconds: float
+
+    @property
+    def state(self) -> str:
+        if self.stopped_at is not None:
+            return "stopped"
+        return "dead" if self.silent_seconds > DEAD_AFTER else "alive"
+
+
+@dataclass(frozen=True)
+class Overview:
+    now: datetime
+    chart_start: datetime
+    queues: list[QueueSummary]
+    minutes: list[Minute]
+    recent_capped: bool  # the last hour held more finished jobs than RECENT_CAP: recent counts are lower bounds
+    recent_since: datetime  # the oldest finish the recent counts cover
+    workers: list[WorkerRow]
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    queue: str
+    task: str
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    args_preview: str
+    args_clipped: bool
+    error: str | None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    rows: list[JobRow]
+    next_cursor: Cursor | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    ordinal: int
+    kind: str  # the JSON type of the history entry: "object" normally
+    attempt: str | None
+    started_at: str | None
+    at: str | None
+    error: Clipped | None
+    traceback: Clipped | None
+    worker: str | None
+    counted: str | None
+    raw: Clipped | None  # an entry that is not an object, as text
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    id: int
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    now: datetime
+    queue: Clipped
+    task: Clipped
+    dedup_key: Clipped | None
+    schedule: Clipped | None
+    worker_id: Clipped | None
+    args: Clipped
+    result: Clipped | None
+    error: Clipped | None
+    error_count: int
+    errors_type: str
+    attempts_list: list[Attempt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MatchCount:
+    status: str
+    jobs: int
+    max_id: int | None
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    retried: list[int]
+    held_back: list[tuple[int, str]]  # (job id, dedup key held by a newer pending or running job)
+    remaining: bool = False  # a bulk action stopped at BULK_MAX
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    cancelled: list[int]
+    remaining: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleRow:
+    name: str
+    key: str
+    cron: str
+    timezone: str
+    task: str
+    queue: str
+    enabled: bool
+    skip_if_running: bool
+    missed: str
+    last_fire_at: datetime | None
+    next_fire_at: datetime | None
+    updated_at: datetime
+    fires: list[FireRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FireRow:
+    fire_at: datetime
+    job_id: int | None
+    skipped_reason: str | None
+    created_at: datetime
+    job_status: str | None
+
+
+# -- reads ----------------------------------------------------------------------------------------------------
+
+
+def overview(conn: psycopg.Connection[Any], *, recent_cap: int = RECENT_CAP) -> Overview:
+    clock = conn.execute(QUERIES["dashboard_clock"]).fetchone()
+    assert clock is not None
+    now, chart_start = clock
+    summaries: dict[str, dict[str, Any]] = {}
+
+    def summary(name: str) -> dict[str, Any]:
+        return summaries.setdefault(name, {"name": name})
+
+    for queue, kind, jobs, oldest in conn.execute(QUERIES["dashboard_queue_counts"]):
+        entry = summary(queue)
+        entry[kind] = int(jobs)
+        if kind == "due" and oldest is not None:
+            entry["oldest_due_seconds"] = max(0.0, float(oldest))
+    recent = conn.execute(QUERIES["dashboard_recent_finished"], {"cap": recent_cap}).fetchall()
+    per_minute: dict[datetime, list[int]] = {}
+    read = 0
+    oldest_seen: datetime | None = None
+    for queue, status, minute, jobs, oldest in recent:
+        read += int(jobs)
+        oldest_seen = oldest if oldest_seen is None or oldest < oldest_seen else oldest_seen
+        key = {"completed": "completed_recent", "cancelled": "cancelled_recent", "failed": "failed_recent"}.get(status)
+        if key is not None:
+            entry = summary(queue)
+            entry[key] = entry.get(key, 0) + int(jobs)
+        counts = per_minute.setdefault(minute, [0, 0])
+        if status == "completed":
+            counts[0] += int(jobs)
+        elif status == "failed":
+            counts[1] += int(jobs)
+    capped = read >= recent_cap
+    since = oldest_seen if capped and oldest_seen is not None else chart_start
+    minutes = []
+    for index in range(60):
+        start = chart_start + timedelta(minutes=index)
+        completed, failed = per_minute.get(start, [0, 0])
+        minutes.append(Minute(start=start, completed=completed, failed=failed, complete=not capped or start > since))
+    for name, paused, _updated in conn.execute(QUERIES["dashboard_queue_settings"]):
+        summary(name)["paused"] = bool(paused)
+    for (name,) in conn.execute(QUERIES["dashboard_schedule_queues"]):
+        summary(name)
+    workers = [
+        WorkerRow(
+            id=row[0],
+            host=row[1],
+            pid=int(row[2]),
+            queues=list(row[3]) if row[3] is not None else None,
+            concurrency=int(row[4]),
+            running=int(row[5]),
+            started_at=row[6],
+            heartbeat_at=row[7],
+            stopped_at=row[8],
+            silent_seconds=max(0.0, float(row[9])),
+        )
+        for row in conn.execute(QUERIES["dashboard_workers"], {"limit": WORKERS_SHOWN})
+    ]
+    for worker in workers:
+        for name in worker.queues or ():
+            summary(name)
+    queues = [QueueSummary(**summaries[name]) for name in sorted(summaries)]
+    return Overview(
+        now=now,
+        chart_start=chart_start,
+        queues=queues,
+        minutes=minutes,
+        recent_capped=capped,
+        recent_since=since,
+        workers=workers,
+    )
+
+
+def jobs(conn: psycopg.Connection[Any], flt: JobFilter, cursor: Cursor | None) -> JobPage:
+    params = flt.sql_params() | {"limit": flt.limit + 1}
+    if flt.sort == "run_at":
+        params |= {
+            "after_run_at": cursor.run_at if cursor else None,
+            "after_id": cursor.id if cursor else None,
+        }
+        query = QUERIES["dashboard_jobs_by_run_at"]
+    else:
+        params["before_id"] = cursor.id if cursor else None
+        query = QUERIES["dashboard_jobs_newest"]
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = [JobRow(**row) for row in cur.execute(query, params)]
+    next_cursor = None
+    if len(rows) > flt.limit:
+        rows = rows[: flt.limit]
+        last = rows[-1]
+        next_cursor = Cursor(id=last.id, run_at=last.run_at if flt.sort == "run_at" else None)
+    return JobPage(rows=rows, next_cursor=next_cursor)
+
+
+def job(conn: psycopg.Connection[Any], job_id: int) -> JobDetail | None:
+    clips = {"name_clip": NAME_CLIP, "json_clip": JSON_CLIP, "text_clip": TEXT_CLIP}
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(QUERIES["dashboard_job"], {"id": job_id} | clips).fetchone()
+        if row is None:
+            return None
+        attempts = [
+            Attempt(
+                ordinal=int(entry["ordinal"]),
+                kind=entry["kind"],
+                attempt=entry["attempt"],
+                started_at=entry["started_at"],
+                at=entry["at"],
+                error=_clipped(entry["error"], entry["error_length"]),
+                traceback=_clipped(entry["traceback"], entry["traceback_length"]),
+                worker=entry["worker"],
+                counted=entry["counted"],
+                raw=_clipped(entry["raw"], entry["raw_length"]),
+            )
+            for entry in cur.execute(
+                QUERIES["dashboard_job_attempts"],
+                {"id": job_id, "limit": ATTEMPTS_SHOWN, "text_clip": TEXT_CLIP, "traceback_clip": TRACEBACK_CLIP},
+            )
+        ]
+    attempts.reverse()
+    texts = {name: _clipped(row.pop(name), row.pop(f"{name}_length")) for name in _CLIPPED_COLUMNS}
+    queue, task, args = texts.pop("queue"), texts.pop("task"), texts.pop("args")
+    assert queue is not None and task is not None and args is not None
+    return JobDetail(**row, queue=queue, task=task, args=args, **texts, attempts_list=attempts)
+
+
+_CLIPPED_COLUMNS = ("queue", "task", "dedup_key", "schedule", "worker_id", "args", "result", "error")
+
+
+def count_matching(conn: psycopg.Connection[Any], flt: JobFilter, statuses: Iterable[str]) -> list[MatchCount]:
+    counts = []
+    for status in statuses:
+        row = conn.execute(QUERIES["dashboard_count_matching"], flt.sql_params() | {"status": status}).fetchone()
+        assert row is not None
+        counts.append(MatchCount(status=status, jobs=int(row[0]), max_id=row[1]))
+    return counts
+
+
+def schedules(conn: psycopg.Connection[Any], *, limit: int = 500, fires_per_schedule: int = 10) -> list[ScheduleRow]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        found = list(cur.execute(QUERIES["dashboard_schedules"], {"limit": limit}))
+        fires: dict[str, list[FireRow]] = {}
+        if found:
+            for fire in cur.execute(
+                QUERIES["dashboard_schedule_fires"],
+                {"names": [row["key"] for row in found], "per_schedule": fires_per_schedule},
+            ):
+                name = fire.pop("schedule")
+                fires.setdefault(name, []).append(FireRow(**fire))
+    return [ScheduleRow(**row, fires=fires.get(row["key"], [])) for row in found]
+
+
+# -- actions --------------------------------------------------------------------------------------------------
+
+
+def retry(conn: psycopg.Connection[Any], ids: Sequence[int]) -> RetryOutcome:
+    """Failed jobs among `ids` back to pending, with one notification per queue; jobs whose dedup key is held by a
+    pending or running job stay failed and are reported, not raised."""
+    for tries_left in (1, 0):
+        try:
+            with conn.transaction():
+                rows = conn.execute(QUERIES["dashboard_retry_jobs"], {"ids": list(ids)}).fetchall()
+                for queue in sorted({row[1] for row in rows if row[2]}):
+                    conn.execute(QUERIES["notify_queue"], {"queue": queue})
+            break
+        except psycopg.errors.UniqueViolation:
+            # A job with the same dedup key was enqueued between our check and our update: check again.
+            if not tries_left:
+                raise
+    retried = sorted(int(row[0]) for row in rows if row[2])
+    held = sorted((int(row[0]), str(row[3])) for row in rows if not row[2])
+    return RetryOutcome(retried=retried, held_back=held)
+
+
+def cancel(conn: psycopg.Connection[Any], ids: Sequence[int]) -> CancelOutcome:
+    """Pending and running jobs among `ids` cancelled by queries.sql's cancel_jobs (running ones' workers told by
+    NOTIFY); finished ones are left as they are."""
+    with conn.transaction():
+        rows = conn.execute(QUERIES["cancel_jobs"], {"ids": list(ids)}).fetchall()
+    return CancelOutcome(cancelled=sorted(int(row[0]) for row in rows))
+
+
+def bulk_retry(conn: psycopg.Connection[Any], flt: JobFilter, max_id: int) -> RetryOutcome:
+    retried: list[int] = []
+    held: list[tuple[int, str]] = []
+    remaining = False
+    for batch in _matching_batches(conn, flt, "failed", max_id):
+        if len(retried) + len(held) >= BULK_MAX:
+            remaining = True
+            break
+        outcome = retry(conn, batch)
+        retried += outcome.retried
+        held += outcome.held_back
+    return RetryOutcome(retried=retried, held_back=held, remaining=remaining)
+
+
+def bulk_cancel(conn: psycopg.Connection[Any], flt: JobFilter, max_id: int) -> CancelOutcome:
+    cancelled: list[int] = []
+    remaining = False
+    for status in ("pending", "running"):
+        if flt.status not in (None, status):
+            continue
+        for batch in _matching_batches(conn, flt, status, max_id):
+            if len(cancelled) >= BULK_MAX:
+                remaining = True
+                break
+            cancelled += cancel(conn, batch).cancelled
+    return CancelOutcome(cancelled=sorted(cancelled), remaining=remaining)
+
+
+def _matching_batches(conn: psycopg.Connection[Any], flt: JobFilter, status: str, max_id: int) -> Iterable[list[int]]:
+    after: int | None = None
+    while True:
+        params = flt.sql_params() | {"status": status, "max_id": max_id, "after_id": after, "limit": BULK_BATCH}
+        ids = [int(row[0]) for row in conn.execute(QUERIES["dashboard_matching_ids"], params)]
+        if not ids:
+            return
+        yield ids
+        after = ids[-1]
+
+
+def set_paused(conn: psycopg.Connection[Any], queue: str, paused: bool) -> None:
+    """Pause or resume a queue; on resume, idle workers are told at once (pgqueue_jobs, run_at 0)."""
+    with conn.transaction():
+        conn.execute(QUERIES["dashboard_set_paused"], {"queue": queue, "paused": paused})
+        if not paused:
+            conn.execute(QUERIES["notify_queue"], {"queue": queue})
+
+
+def _clipped(text: str | None, length: int | None) -> Clipped | None:
+    if text is None:
+        return None
+    return Clipped(text=text, length=int(length) if length is not None else len(text))
