@@ -14,19 +14,30 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from pgqueue.errors import MigrationPrivilegeError
-from pgqueue.schema import SCHEMA
+from pgqueue.store.schema import SCHEMA
+from pgqueue.text import first_line
 
 
 def migrations_dir() -> Path:
-    packaged = Path(__file__).parent / "_migrations"  # inside the wheel
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "_migrations"  # inside the wheel
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "migrations"  # a source checkout
+    return package.parent / "migrations"  # a source checkout
 
 
 def engine_for(dsn: str) -> sa.Engine:
-    """A SQLAlchemy engine on psycopg 3 that accepts any libpq DSN (URI or key=value)."""
-    return sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn), poolclass=sa.pool.NullPool)
+    """A SQLAlchemy engine on psycopg 3 that accepts any libpq DSN (URI or key=value).
+
+    READ COMMITTED whatever the server's default: the migration waits for the advisory lock of migrations/env.py
+    and must then see what a concurrent migrate committed meanwhile; under REPEATABLE READ its snapshot would be
+    older than that commit, and a second first migrate would try to create the tables again."""
+    return sa.create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: psycopg.connect(dsn),
+        poolclass=sa.pool.NullPool,
+        isolation_level="READ COMMITTED",
+    )
 
 
 def alembic_config() -> Config:
@@ -64,7 +75,7 @@ def _database_errors() -> Iterator[None]:
         yield
     except sa.exc.DBAPIError as exc:
         if isinstance(exc.orig, psycopg.errors.InsufficientPrivilege):
-            reason = str(exc.orig).strip().splitlines()[0]
+            reason = first_line(exc.orig)
             if "for database" in reason:
                 advice = (
                     f"creating schema {SCHEMA} needs CREATE on the database "

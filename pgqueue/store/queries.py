@@ -1,4 +1,9 @@
-"""The hot-path SQL, read once from queries.sql: `QUERIES["claim"]`."""
+"""The SQL text, read once from the named blocks of every `*.sql` file in pgqueue/sql/: `QUERIES["claim"]`.
+
+The .sql files are the readable source (one block per statement, `-- name: NAME`, comments saying why); a
+name must be unique across the files, checked as they are loaded. Statements composed of others (the claim
+that also records outcomes) are put together here, so each piece keeps one definition.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,31 @@ import re
 from pathlib import Path
 from typing import LiteralString, cast
 
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
-def _load(text: str) -> dict[str, LiteralString]:
+def parse(text: str, source: str = "<sql>") -> dict[str, LiteralString]:
+    """The named blocks of one file, their comment lines and final semicolon dropped."""
     parts = _NAME.split(text)
     queries: dict[str, LiteralString] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"{source}: statement {name!r} is defined twice")
         lines = [line for line in body.strip().splitlines() if not line.lstrip().startswith("--")]
         queries[name] = cast(LiteralString, "\n".join(lines).strip().rstrip(";"))
+    return queries
+
+
+def load(folder: Path = SQL_DIR) -> dict[str, LiteralString]:
+    """Every named block of every .sql file in `folder`; a name defined in two places is an error."""
+    queries: dict[str, LiteralString] = {}
+    where: dict[str, str] = {}
+    for path in sorted(folder.glob("*.sql")):
+        for name, query in parse(path.read_text(), path.name).items():
+            if name in queries:
+                raise ValueError(f"statement {name!r} is defined in both {where[name]} and {path.name}")
+            queries[name], where[name] = query, path.name
     return queries
 
 
@@ -29,7 +50,7 @@ def _with_outcomes(statement: LiteralString) -> LiteralString:
     return cast(LiteralString, f"{outcomes}\n{statement}")
 
 
-QUERIES: dict[str, LiteralString] = _load((Path(__file__).parent / "queries.sql").read_text())
+QUERIES: dict[str, LiteralString] = load()
 # Data-modifying CTEs always run to completion, read or not.
 QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
 QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])

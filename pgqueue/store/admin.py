@@ -8,20 +8,23 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.sql import QUERIES
+from pgqueue.store import statements
+from pgqueue.store.rows import StatusCount
+from pgqueue.store.run import count, fetch
 
 
 @dataclass(frozen=True)
 class QueueStatus:
-    counts: list[tuple[str, str, int]]  # (queue, status, jobs)
-    oldest_runnable: dict[str, float]  # queue -> age in seconds of its oldest runnable job
+    counts: list[StatusCount]  # (queue, status, jobs)
+    oldest_runnable: dict[str, float]  # queue name -> age in seconds of its oldest runnable job
 
     def as_dict(self) -> dict[str, Any]:
         queues: dict[str, dict[str, Any]] = {}
-        for queue, status, jobs in self.counts:
-            queues.setdefault(queue, {"jobs": {}, "oldest_runnable_seconds": None})["jobs"][status] = jobs
-        for queue, age in self.oldest_runnable.items():
-            queues.setdefault(queue, {"jobs": {}, "oldest_runnable_seconds": None})["oldest_runnable_seconds"] = age
+        for queue_name, status, jobs in self.counts:
+            queues.setdefault(queue_name, {"jobs": {}, "oldest_runnable_seconds": None})["jobs"][status] = jobs
+        for queue_name, age in self.oldest_runnable.items():
+            entry = queues.setdefault(queue_name, {"jobs": {}, "oldest_runnable_seconds": None})
+            entry["oldest_runnable_seconds"] = age
         return {"queues": queues}
 
 
@@ -85,32 +88,35 @@ def retry_failed(
 
     One statement decides and updates; nothing changes with dry_run. Returns the ids retried and the refusals.
     """
-    params = {"task": task, "queue": queue, "ids": _job_ids(ids), "dry_run": dry_run}
+    query = statements.retry_failed(task=task, queue_name=queue, ids=_job_ids(ids), dry_run=dry_run)
     for attempt in range(1, _RETRY_ATTEMPTS + 1):
         try:
             with conn.transaction():
-                rows = conn.execute(QUERIES["retry_failed"], params).fetchall()
-                queues = sorted({row[1] for row in rows if row[5]})
-                for retried_queue in queues:
-                    conn.execute(QUERIES["notify_queue"], {"queue": retried_queue})
+                candidates = fetch(conn, query)
+                for queue_name in sorted({c.queue for c in candidates if c.retried}):
+                    count(conn, statements.notify_queue(queue_name))
             break
         except psycopg.errors.UniqueViolation as exc:
             if exc.diag.constraint_name != "jobs_dedup_key_idx" or attempt == _RETRY_ATTEMPTS:
                 raise
     # Dry run: what the update would take; otherwise what it took (the same rows: they are locked).
-    retried = [int(row[0]) for row in rows if (row[3] is None if dry_run else row[5])]
-    refused = [RetryRefusal(int(row[0]), str(row[2]), int(row[3]), str(row[4])) for row in rows if row[3] is not None]
+    retried = [int(c.id) for c in candidates if (c.holder_id is None if dry_run else c.retried)]
+    refused = [
+        RetryRefusal(int(c.id), str(c.dedup_key), int(c.holder_id), str(c.holder_status))
+        for c in candidates
+        if c.holder_id is not None
+    ]
     return RetryResult(retried=retried, refused=refused, dry_run=dry_run)
 
 
 def cancel(conn: psycopg.Connection[Any], ids: Sequence[int]) -> list[int]:
     """Cancel pending or running jobs; returns the ids that were cancelled."""
     with conn.transaction():
-        rows = conn.execute(QUERIES["cancel_jobs"], {"ids": _job_ids(ids)}).fetchall()
-    return sorted(int(row[0]) for row in rows)
+        cancelled = fetch(conn, statements.cancel_jobs(_job_ids(ids) or []))
+    return sorted(int(c.id) for c in cancelled)
 
 
 def status(conn: psycopg.Connection[Any]) -> QueueStatus:
-    counts = [(q, s, int(n)) for q, s, n in conn.execute(QUERIES["queue_status"]).fetchall()]
-    oldest = {q: float(age) for q, age in conn.execute(QUERIES["oldest_runnable"]).fetchall()}
+    counts = [StatusCount(q, s, int(n)) for q, s, n in fetch(conn, statements.queue_status())]
+    oldest = {q: float(age) for q, age in fetch(conn, statements.oldest_runnable())}
     return QueueStatus(counts=counts, oldest_runnable=oldest)

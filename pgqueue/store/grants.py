@@ -30,7 +30,10 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from pgqueue.schema import SCHEMA
+from pgqueue.store.rows import Granted
+from pgqueue.store.run import first
+from pgqueue.store.schema import SCHEMA
+from pgqueue.store.statements import Query
 
 
 @dataclass(frozen=True)
@@ -140,12 +143,12 @@ def _missing_for(conn: psycopg.Connection[Any], role: str, role_grants: Sequence
         for privilege in grant.privileges:
             params = {"role": role, "name": grant.object_name, "privilege": privilege}
             if not grant.columns:
-                row = conn.execute(_HAS_PRIVILEGE[grant.kind], params).fetchone()
-                if not (row and row[0]):
+                row = first(conn, Query(_HAS_PRIVILEGE[grant.kind], params, Granted))
+                if not (row and row.granted):
                     lacking.append(f"{privilege} on {grant.object_name}")
                 continue
             for column in grant.columns:
-                row = conn.execute(_HAS_PRIVILEGE["COLUMN"], {**params, "column": column}).fetchone()
-                if not (row and row[0]):
+                row = first(conn, Query(_HAS_PRIVILEGE["COLUMN"], {**params, "column": column}, Granted))
+                if not (row and row.granted):
                     lacking.append(f"{privilege} ({column}) on {grant.object_name}")
     return lacking

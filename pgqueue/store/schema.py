@@ -1,6 +1,9 @@
-"""SQLAlchemy metadata for schema `pgqueue`: the source of truth for migrations and user queries."""
+"""Schema `pgqueue`: the SQLAlchemy metadata (the source of truth for migrations and user queries), the job
+statuses and the notification channels, each named once here."""
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -22,7 +25,26 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, DOMAIN, JSONB
 
 SCHEMA = "pgqueue"
-JOB_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+
+
+class JobStatus(StrEnum):
+    """A job's `status`; the transitions between them are in docs/state-machine.md. The SQL in pgqueue/sql/
+    writes them as literals (a statement must stay plain text); this is the list its domain check enforces."""
+
+    PENDING = "pending"  # waiting for run_at (new, retrying after a backoff, released, rescued)
+    RUNNING = "running"  # claimed by a worker, whose lease keeps it
+    COMPLETED = "completed"
+    FAILED = "failed"  # attempts used up, or a permanent error; kept for retry-failed
+    CANCELLED = "cancelled"
+
+
+JOB_STATUSES = tuple(status.value for status in JobStatus)
+
+# NOTIFY channels. The jobs channel is sent on by the statement trigger of migration 0001 and by the statements
+# that make jobs runnable again (release_jobs, release_unknown_jobs, notify_queue in queries.sql); the cancel
+# channel by cancel_jobs. Payloads are JSON: {"queue": ..., "run_at": epoch seconds} and {"id": ...}.
+JOBS_CHANNEL = "pgqueue_jobs"
+CANCEL_CHANNEL = "pgqueue_cancel"
 DEFAULT_MAX_ATTEMPTS = 5
 
 metadata = MetaData(schema=SCHEMA)

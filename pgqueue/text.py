@@ -55,3 +55,8 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none), passwords redacted."""
     text = str(exc).strip()
     return redact(text.splitlines()[0]) if text else type(exc).__name__
+
+
+def shown(text: str) -> str:
+    """Text from a job row as it may appear in a log line: escaped, and not at any length."""
+    return printable(clip(text, 200))

@@ -1,18 +1,18 @@
-"""Running pgqueue's SQL on whatever connection the caller hands over, and opening our own."""
+"""Connections: running a statement on whatever connection the caller hands over (the one place that
+dispatches on its type), and opening pgqueue's own (connect options, pooler detection, the pools)."""
 
 from __future__ import annotations
 
 import os
 import select
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pgqueue.errors import DatabaseUnavailableError, InvalidJobError
-from pgqueue.sanitize import first_line
-from pgqueue.sql import QUERIES
+from pgqueue.errors import InvalidJobError
+from pgqueue.store.queries import QUERIES
 
 # TCP keepalives make a silently dead connection (a cut cable, a vanished host) fail in about
 # 20 s instead of hanging for the kernel's two hours; they cost no statements.
@@ -38,11 +38,12 @@ def connect_kwargs(dsn: str, application_name: str | None = None) -> dict[str, A
     return kwargs
 
 
-def unavailable(exc: BaseException) -> DatabaseUnavailableError:
-    return DatabaseUnavailableError(f"database unavailable: {first_line(exc)}")
+# -- the caller's connection ---------------------------------------------------------------------------------
+# To support another kind of connection (a framework's), add its case to execute_in / execute_in_async: one
+# line delegating to a module of pgqueue/integrations/ that runs the statement on it.
 
 
-def execute_in(connection: Any, query: LiteralString, params: dict[str, Any]) -> Sequence[Any]:
+def execute_in(connection: Any, query: LiteralString, params: Mapping[str, Any] | None) -> Sequence[Any]:
     """Run `query` inside the caller's transaction: psycopg Connection, SQLAlchemy Connection or Session."""
     if isinstance(connection, psycopg.Connection):
         return connection.execute(query, params).fetchall()
@@ -50,7 +51,7 @@ def execute_in(connection: Any, query: LiteralString, params: dict[str, Any]) ->
     return sa_connection.exec_driver_sql(query, params).fetchall()
 
 
-async def execute_in_async(connection: Any, query: LiteralString, params: dict[str, Any]) -> Sequence[Any]:
+async def execute_in_async(connection: Any, query: LiteralString, params: Mapping[str, Any] | None) -> Sequence[Any]:
     """The same for psycopg AsyncConnection, SQLAlchemy AsyncConnection or AsyncSession."""
     if isinstance(connection, psycopg.AsyncConnection):
         cursor = await connection.execute(query, params)
@@ -87,6 +88,9 @@ def _check_driver(driver: str) -> None:
     # Our statements use the pyformat placeholders of the psycopg family.
     if driver not in ("psycopg", "psycopg2", "psycopg_async"):
         raise InvalidJobError(f"SQLAlchemy driver {driver!r} is not supported: use postgresql+psycopg")
+
+
+# -- our own connections -------------------------------------------------------------------------------------
 
 
 def behind_pooler(conn: psycopg.Connection[Any]) -> bool:

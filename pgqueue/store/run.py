@@ -1,0 +1,102 @@
+"""Running Statements: on a psycopg connection (sync or async), on the caller's connection, or as a plan.
+
+A plan is a generator that yields statements and receives their rows back: logic that needs several
+statements (a dedup retry, COPY after reserving ids) is written once, as a plan, and `drive` or `drive_async`
+runs it on a sync or an async connection. The pairs below differ only by `await`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+
+from pgqueue.store import connections
+from pgqueue.store.statements import Command, Copy, Query
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+Step = Query[Any] | Copy
+Plan = Generator[Step, Any, T]  # yields a Query (gets its rows back) or a Copy (gets None); returns T
+
+
+class AsyncRunner(Protocol):
+    """What runs one statement at a time for the worker's parts (maintenance, scheduler): the worker's
+    connection owner, or `OnConnection` below."""
+
+    async def fetch(self, query: Query[R]) -> list[R]: ...
+
+    async def count(self, command: Command) -> int: ...
+
+
+def fetch(conn: psycopg.Connection[Any], query: Query[R]) -> list[R]:
+    row = query.row
+    return [row(*values) for values in conn.execute(query.sql, query.params).fetchall()]
+
+
+async def fetch_async(conn: psycopg.AsyncConnection[Any], query: Query[R]) -> list[R]:
+    row = query.row
+    cursor = await conn.execute(query.sql, query.params)
+    return [row(*values) for values in await cursor.fetchall()]
+
+
+def count(conn: psycopg.Connection[Any], command: Command) -> int:
+    return conn.execute(command.sql, command.params).rowcount
+
+
+async def count_async(conn: psycopg.AsyncConnection[Any], command: Command) -> int:
+    return (await conn.execute(command.sql, command.params)).rowcount
+
+
+def first(conn: psycopg.Connection[Any], query: Query[R]) -> R | None:
+    found = fetch(conn, query)
+    return found[0] if found else None
+
+
+class OnConnection:
+    """An AsyncRunner on one psycopg AsyncConnection (autocommit: each statement its own transaction)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    async def fetch(self, query: Query[R]) -> list[R]:
+        return await fetch_async(self.conn, query)
+
+    async def count(self, command: Command) -> int:
+        return await count_async(self.conn, command)
+
+
+def drive(plan: Plan[T], connection: Any) -> T:
+    """Run `plan` on a sync connection: psycopg's (ours or the caller's) or the caller's SQLAlchemy one."""
+    try:
+        step = next(plan)
+        while True:
+            if isinstance(step, Copy):
+                with connection.cursor() as cursor, cursor.copy(step.sql) as copy:
+                    for values in step.rows:
+                        copy.write_row(values)
+                step = plan.send(None)
+            else:
+                found = connections.execute_in(connection, step.sql, step.params)  # type: ignore[arg-type]
+                step = plan.send([step.row(*values) for values in found])
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def drive_async(plan: Plan[T], connection: Any) -> T:
+    """The same on an async connection (psycopg's, or SQLAlchemy's AsyncConnection/AsyncSession)."""
+    try:
+        step = next(plan)
+        while True:
+            if isinstance(step, Copy):
+                async with connection.cursor() as cursor, cursor.copy(step.sql) as copy:
+                    for values in step.rows:
+                        await copy.write_row(values)
+                step = plan.send(None)
+            else:
+                found = await connections.execute_in_async(connection, step.sql, step.params)  # type: ignore[arg-type]
+                step = plan.send([step.row(*values) for values in found])
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
