@@ -23,13 +23,12 @@ from typing import Any
 
 import psycopg
 
-from pgqueue import connections
-from pgqueue.sanitize import first_line
-from pgqueue.sql import QUERIES
+from pgqueue.store import connections, statements
+from pgqueue.store.rows import Attempt
+from pgqueue.store.run import fetch
+from pgqueue.text import first_line
 
 log = logging.getLogger("pgqueue.worker")
-
-Attempt = tuple[int, int]  # (job id, attempt number)
 
 IDLE_CLOSE_ROUNDS = 6  # rounds with nothing to renew before the keeper's connection is closed (idle workers)
 RETRY_AFTER_ERROR = 1.0  # seconds
@@ -108,21 +107,13 @@ class LeaseKeeper:
     def _renew(self, held: list[Attempt]) -> bool:
         try:
             conn = self._connection()
-            rows = conn.execute(
-                QUERIES["renew_leases"],
-                {
-                    "ids": [job_id for job_id, _attempt in held],
-                    "attempts": [attempt for _job_id, attempt in held],
-                    "worker_id": self._worker_id,
-                    "lease": self._lease,
-                },
-            ).fetchall()
+            rows = fetch(conn, statements.renew_leases(worker_id=self._worker_id, held=held, lease=self._lease))
         except psycopg.Error as exc:
             # The main connection reports outages; a lease that lapses meanwhile is what a rescue is for.
             log.debug("lease renewal failed (%s); trying again", first_line(exc))
             self._close()
             return False
-        still_ours = {job_id for job_id, _renewed in rows}
+        still_ours = {row.id for row in rows}
         lost = [(job_id, attempt) for job_id, attempt in held if job_id not in still_ours]
         if lost and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._on_lost, lost)
