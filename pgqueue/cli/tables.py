@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pgqueue.sanitize import printable
+from pgqueue.text import printable
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

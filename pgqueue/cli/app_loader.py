@@ -8,8 +8,8 @@ import sys
 import traceback
 
 from pgqueue.errors import PgQueueError
-from pgqueue.queue import Queue
-from pgqueue.sanitize import first_line
+from pgqueue.queue.queue import Queue
+from pgqueue.text import first_line
 
 
 class AppLoadError(PgQueueError):

@@ -1,4 +1,6 @@
-"""`pgqueue demo`: an order and its jobs committed together, a worker that runs them, the history in SQL."""
+"""`pgqueue demo`: an order and its jobs committed together, a worker that runs them, the history in SQL.
+
+The demo's own statements (its orders table, the history query it prints) are in pgqueue/sql/demo.sql."""
 
 from __future__ import annotations
 
@@ -9,23 +11,19 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import typer
 
-from pgqueue import migrate
-from pgqueue.queue import Queue
-from pgqueue.retry import Fixed
-from pgqueue.tables import format_table
-from pgqueue.worker import Worker, WorkerSettings
+from pgqueue.cli.common import DsnOption, app, dsn_for
+from pgqueue.cli.errors import friendly_errors
+from pgqueue.cli.tables import format_table
+from pgqueue.queue.queue import Queue
+from pgqueue.queue.retry import Fixed
+from pgqueue.settings import WorkerSettings
+from pgqueue.store import migrate, statements
+from pgqueue.store.run import count, fetch, fetch_async
+from pgqueue.worker import Worker
 
 DEMO_QUEUE = "pgqueue-demo"
-
-HISTORY_QUERY = """\
-SELECT id, task, status, attempts, args->>'order_id' AS order_id,
-       finished_at - created_at AS took,
-       (SELECT string_agg(e->>'attempt' || ': ' || (e->>'error'), '; ') FROM jsonb_array_elements(errors) e)
-           AS errors
-FROM pgqueue.jobs
-WHERE queue = 'pgqueue-demo' AND args->>'order_id' = %(order_id)s
-ORDER BY id"""
 
 demo_queue = Queue()
 _invoice_attempts: dict[int, int] = {}
@@ -46,50 +44,45 @@ async def generate_invoice(order_id: int) -> dict[str, str]:
     return {"invoice": f"INV-{order_id:05d}.pdf"}
 
 
+@app.command()
+@friendly_errors
+def demo(dsn: DsnOption = None) -> None:
+    """Show the main job end to end: an order and its jobs in one transaction, a worker, the history."""
+    run_demo(dsn_for(dsn), typer.echo)
+
+
 def run_demo(dsn: str, say: Callable[[str], Any]) -> None:
     demo_queue.dsn = dsn
     migrate.upgrade(dsn)
     say("pgqueue demo: schema migrated")
     with psycopg.connect(dsn) as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS pgqueue_demo")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS pgqueue_demo.orders "
-            "(id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, customer text NOT NULL, total numeric NOT NULL)"
-        )
+        for command in statements.demo_setup():
+            count(conn, command)
         conn.commit()
 
         # The order row and its jobs commit together...
-        row = conn.execute(
-            "INSERT INTO pgqueue_demo.orders (customer, total) VALUES ('ada@example.com', 42.00) RETURNING id"
-        ).fetchone()
-        assert row is not None
-        order_id = int(row[0])
+        (order_id,) = fetch(conn, statements.demo_insert_order("ada@example.com", 42.00))[0]
         email_job = send_confirmation_email.enqueue({"order_id": order_id, "to": "ada@example.com"}, connection=conn)
         invoice_job = generate_invoice.enqueue({"order_id": order_id}, connection=conn)
         conn.commit()
         say(f"order {order_id} committed with jobs {email_job} (email) and {invoice_job} (invoice)")
 
         # ...or roll back together: no job for an order that does not exist.
-        row = conn.execute(
-            "INSERT INTO pgqueue_demo.orders (customer, total) VALUES ('bob@example.com', 7.00) RETURNING id"
-        ).fetchone()
-        assert row is not None
-        send_confirmation_email.enqueue({"order_id": int(row[0]), "to": "bob@example.com"}, connection=conn)
+        (rolled_back,) = fetch(conn, statements.demo_insert_order("bob@example.com", 7.00))[0]
+        send_confirmation_email.enqueue({"order_id": rolled_back, "to": "bob@example.com"}, connection=conn)
         conn.rollback()
-        orphans = conn.execute(
-            "SELECT count(*) FROM pgqueue.jobs WHERE args->>'order_id' = %s", (str(row[0]),)
-        ).fetchone()
-        say(f"order {row[0]} rolled back: {orphans[0] if orphans else '?'} jobs exist for it")
+        (orphans,) = fetch(conn, statements.demo_jobs_of_order(rolled_back))[0]
+        say(f"order {rolled_back} rolled back: {orphans} jobs exist for it")
 
     say("running a worker until the order's jobs are done (the invoice fails once and is retried):")
     asyncio.run(_work_until_done(dsn, [email_job, invoice_job]))
 
+    history = statements.demo_history(order_id)
     with psycopg.connect(dsn) as conn:
-        cursor = conn.execute(HISTORY_QUERY, {"order_id": str(order_id)})
-        headers = [column.name for column in cursor.description or []]
-        rows = [[_cell(value) for value in record] for record in cursor.fetchall()]
+        rows = [[_cell(value) for value in record] for record in fetch(conn, history)]
+    headers = ["id", "task", "status", "attempts", "order_id", "took", "errors"]
     say("\nthe job history is plain SQL:\n")
-    say(HISTORY_QUERY.replace("%(order_id)s", f"'{order_id}'") + ";\n")
+    say(str(history.sql).replace("%(order_id)s", f"'{order_id}'") + ";\n")
     say(format_table(headers, rows))
 
 
@@ -104,12 +97,8 @@ async def _work_until_done(dsn: str, job_ids: list[int]) -> None:
         runner = asyncio.create_task(worker.run_async())
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             while not runner.done():
-                cursor = await conn.execute(
-                    "SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%s) AND status IN ('pending', 'running')",
-                    (job_ids,),
-                )
-                row = await cursor.fetchone()
-                if row and row[0] == 0:
+                (unfinished,) = (await fetch_async(conn, statements.demo_unfinished(job_ids)))[0]
+                if unfinished == 0:
                     break
                 await asyncio.sleep(0.1)
         worker.stop()
