@@ -47,7 +47,7 @@ class Pgqueue(Target):
         self.version = getattr(pgqueue, "__version__", "dev")
 
     def install(self, dsn: str) -> None:
-        from pgqueue.migrate import upgrade
+        from pgqueue.store.migrate import upgrade
 
         upgrade(dsn)
 

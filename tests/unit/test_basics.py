@@ -9,9 +9,9 @@ import pytest
 
 import pgqueue
 from pgqueue.durations import parse_duration
-from pgqueue.retry import Backoff, Fixed
+from pgqueue.queue.retry import Backoff, Fixed
 from pgqueue.settings import configured_dsn, normalize_dsn
-from pgqueue.sql import QUERIES
+from pgqueue.store.queries import QUERIES
 
 
 def test_public_surface_is_pinned() -> None:
@@ -26,6 +26,7 @@ def test_public_surface_is_pinned() -> None:
         "PgQueueError",
         "Queue",
         "SchemaMissingError",
+        "SchemaOutdatedError",
         "Task",
         "UnknownTaskError",
         "Worker",
