@@ -547,6 +547,10 @@ WHERE name = ANY(%(names)s::text[]);
 -- A worker's first statement: fails at once (UndefinedTable) when the database has no pgqueue schema yet.
 SELECT 1 FROM pgqueue.jobs LIMIT 0;
 
+-- name: probe
+-- A LISTEN connection's heartbeat: a silently dead connection delivers no notifications, this finds it out.
+SELECT 1;
+
 -- name: backend_pid
 -- Compared with the pid the connection was given at start-up: they differ only when a pooler
 -- (PgBouncer and the like) sits in between, since it hands its clients made-up keys.

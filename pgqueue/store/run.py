@@ -8,7 +8,7 @@ runs it on a sync or an async connection. The pairs below differ only by `await`
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
@@ -48,6 +48,22 @@ def count(conn: psycopg.Connection[Any], command: Command) -> int:
 
 async def count_async(conn: psycopg.AsyncConnection[Any], command: Command) -> int:
     return (await conn.execute(command.sql, command.params)).rowcount
+
+
+class Sent(Generic[R]):
+    """A query sent inside a pipeline (`conn.pipeline()`), its rows read once the pipeline has synced."""
+
+    def __init__(self, query: Query[R], cursor: psycopg.AsyncCursor[Any]) -> None:
+        self._row = query.row
+        self._cursor = cursor
+
+    async def rows(self) -> list[R]:
+        row = self._row
+        return [row(*values) for values in await self._cursor.fetchall()]
+
+
+async def send_async(conn: psycopg.AsyncConnection[Any], query: Query[R]) -> Sent[R]:
+    return Sent(query, await conn.execute(query.sql, query.params))
 
 
 def first(conn: psycopg.Connection[Any], query: Query[R]) -> R | None:

@@ -177,6 +177,16 @@ def check_schema() -> Command:
     return Command(QUERIES["check_schema"])
 
 
+def listen(channel: str) -> Command:
+    """LISTEN on a channel (an identifier: quoted, never formatted in as text)."""
+    return Command(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+
+def probe() -> Command:
+    """The cheapest round trip: is the connection still alive?"""
+    return Command(QUERIES["probe"])
+
+
 def backend_pid() -> Query[rows.BackendPid]:
     return Query(QUERIES["backend_pid"], None, rows.BackendPid)
 

@@ -19,7 +19,7 @@ import psycopg.errors
 
 from pgqueue.store import statements
 from pgqueue.store.rows import Attempt, ClaimedJob
-from pgqueue.store.run import count_async, fetch_async
+from pgqueue.store.run import count_async, fetch_async, send_async
 from pgqueue.store.statements import Failure
 from pgqueue.text import clip, first_line
 from pgqueue.worker.connection import MainConnection
@@ -129,11 +129,8 @@ class Completer:
                         return claimed
                     async with conn.pipeline():
                         await self._write_outcomes(conn, outcomes)
-                        claim = self._claim(limit, Outcomes()) if limit is not None else None
-                        cursor = await conn.execute(claim.sql, claim.params) if claim else None
-                    if cursor is None:
-                        return []
-                    return [ClaimedJob(*row) for row in await cursor.fetchall()]
+                        sent = await send_async(conn, self._claim(limit, Outcomes())) if limit is not None else None
+                    return await sent.rows() if sent is not None else []
                 except BaseException:
                     outcomes.absorb(self.pending)  # kept for the next attempt
                     self.pending = outcomes

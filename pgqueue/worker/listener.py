@@ -19,7 +19,8 @@ from typing import Any
 
 import psycopg
 
-from pgqueue.store import connections
+from pgqueue.store import connections, statements
+from pgqueue.store.run import count_async
 from pgqueue.store.schema import CANCEL_CHANNEL, JOBS_CHANNEL
 from pgqueue.text import shown
 from pgqueue.worker.connection import Outages
@@ -109,8 +110,8 @@ class Listener:
         async with self._answer():  # the path can go silent while we set up, too
             if await connections.behind_pooler_async(conn):
                 return False
-            await conn.execute(f"LISTEN {JOBS_CHANNEL}")
-            await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
+            await count_async(conn, statements.listen(JOBS_CHANNEL))
+            await count_async(conn, statements.listen(CANCEL_CHANNEL))
         return True
 
     async def _receive(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -119,7 +120,7 @@ class Listener:
             async for notice in conn.notifies(timeout=self._poll_interval):
                 self._heard(notice.channel, notice.payload)
             async with self._answer():
-                await conn.execute("SELECT 1")
+                await count_async(conn, statements.probe())
 
     @contextlib.asynccontextmanager
     async def _answer(self) -> AsyncIterator[None]:
