@@ -139,34 +139,22 @@ async def _configure_async(conn: psycopg.AsyncConnection[Any]) -> None:
         conn.prepare_threshold = None
 
 
+def _pool_options(dsn: str, max_size: int) -> dict[str, Any]:
+    """What both pools share: autocommit connections, keepalives, opened by open_pool / open_async_pool."""
+    return {"min_size": 1, "max_size": max_size, "kwargs": {"autocommit": True, **connect_kwargs(dsn)}, "open": False}
+
+
 def open_pool(dsn: str, max_size: int) -> ConnectionPool:
     # Fail fast with the server's own message rather than a pool timeout after retrying for seconds.
     psycopg.connect(dsn, **connect_kwargs(dsn)).close()
-    pool = ConnectionPool(
-        dsn,
-        min_size=1,
-        max_size=max_size,
-        kwargs={"autocommit": True, **connect_kwargs(dsn)},
-        configure=_configure,
-        check=_check,
-        open=False,
-        name="pgqueue",
-    )
+    pool = ConnectionPool(dsn, **_pool_options(dsn, max_size), configure=_configure, check=_check, name="pgqueue")
     pool.open(wait=True, timeout=15)
     return pool
 
 
 async def open_async_pool(dsn: str, max_size: int) -> AsyncConnectionPool:
     await (await psycopg.AsyncConnection.connect(dsn, **connect_kwargs(dsn))).close()
-    pool = AsyncConnectionPool(
-        dsn,
-        min_size=1,
-        max_size=max_size,
-        kwargs={"autocommit": True, **connect_kwargs(dsn)},
-        configure=_configure_async,
-        check=_check_async,
-        open=False,
-        name="pgqueue-async",
-    )
+    options = _pool_options(dsn, max_size)
+    pool = AsyncConnectionPool(dsn, **options, configure=_configure_async, check=_check_async, name="pgqueue-async")
     await pool.open(wait=True, timeout=15)
     return pool

@@ -7,7 +7,7 @@ runs it on a sync or an async connection. The pairs below differ only by `await`
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
@@ -32,14 +32,11 @@ class AsyncRunner(Protocol):
 
 
 def fetch(conn: psycopg.Connection[Any], query: Query[R]) -> list[R]:
-    row = query.row
-    return [row(*values) for values in conn.execute(query.sql, query.params).fetchall()]
+    return _rows(query, conn.execute(query.sql, query.params).fetchall())
 
 
 async def fetch_async(conn: psycopg.AsyncConnection[Any], query: Query[R]) -> list[R]:
-    row = query.row
-    cursor = await conn.execute(query.sql, query.params)
-    return [row(*values) for values in await cursor.fetchall()]
+    return _rows(query, await (await conn.execute(query.sql, query.params)).fetchall())
 
 
 def count(conn: psycopg.Connection[Any], command: Command) -> int:
@@ -58,8 +55,7 @@ class Sent(Generic[R]):
         self._cursor = cursor
 
     async def rows(self) -> list[R]:
-        row = self._row
-        return [row(*values) for values in await self._cursor.fetchall()]
+        return [self._row(*values) for values in await self._cursor.fetchall()]
 
 
 async def send_async(conn: psycopg.AsyncConnection[Any], query: Query[R]) -> Sent[R]:
@@ -86,33 +82,38 @@ class OnConnection:
 
 def drive(plan: Plan[T], connection: Any) -> T:
     """Run `plan` on a sync connection: psycopg's (ours or the caller's) or the caller's SQLAlchemy one."""
-    try:
-        step = next(plan)
-        while True:
-            if isinstance(step, Copy):
-                with connection.cursor() as cursor, cursor.copy(step.sql) as copy:
-                    for values in step.rows:
-                        copy.write_row(values)
-                step = plan.send(None)
-            else:
-                found = connections.execute_in(connection, step.sql, step.params)  # type: ignore[arg-type]
-                step = plan.send([step.row(*values) for values in found])
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+    answer: Any = None
+    while True:
+        try:
+            step = plan.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if isinstance(step, Copy):
+            with connection.cursor() as cursor, cursor.copy(step.sql) as copy:
+                for values in step.rows:
+                    copy.write_row(values)
+            answer = None
+        else:
+            answer = _rows(step, connections.execute_in(connection, step.sql, step.params))
 
 
 async def drive_async(plan: Plan[T], connection: Any) -> T:
     """The same on an async connection (psycopg's, or SQLAlchemy's AsyncConnection/AsyncSession)."""
-    try:
-        step = next(plan)
-        while True:
-            if isinstance(step, Copy):
-                async with connection.cursor() as cursor, cursor.copy(step.sql) as copy:
-                    for values in step.rows:
-                        await copy.write_row(values)
-                step = plan.send(None)
-            else:
-                found = await connections.execute_in_async(connection, step.sql, step.params)  # type: ignore[arg-type]
-                step = plan.send([step.row(*values) for values in found])
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+    answer: Any = None
+    while True:
+        try:
+            step = plan.send(answer)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        if isinstance(step, Copy):
+            async with connection.cursor() as cursor, cursor.copy(step.sql) as copy:
+                for values in step.rows:
+                    await copy.write_row(values)
+            answer = None
+        else:
+            answer = _rows(step, await connections.execute_in_async(connection, step.sql, step.params))
+
+
+def _rows(query: Query[R], found: Sequence[Sequence[Any]]) -> list[R]:
+    row = query.row
+    return [row(*values) for values in found]

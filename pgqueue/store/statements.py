@@ -143,14 +143,14 @@ def fail_jobs(*, worker_id: str, failures: Sequence[Failure]) -> Query[rows.Fail
     return Query(QUERIES["fail_jobs"], params, rows.FailedJob)
 
 
+def _attempt_arrays(attempts: Sequence[Attempt]) -> dict[str, list[int]]:
+    """Attempts as the parallel arrays `ids` and `attempts` that the statements unnest."""
+    return {"ids": [job_id for job_id, _attempt in attempts], "attempts": [attempt for _job_id, attempt in attempts]}
+
+
 def release_jobs(*, worker_id: str, attempts: Sequence[Attempt], reason: str | None) -> Query[rows.Released]:
     """Held attempts back to pending, uncharged; `reason` None for jobs that never started (nothing recorded)."""
-    params = {
-        "ids": [job_id for job_id, _attempt in attempts],
-        "attempts": [attempt for _job_id, attempt in attempts],
-        "worker_id": worker_id,
-        "reason": reason,
-    }
+    params = {**_attempt_arrays(attempts), "worker_id": worker_id, "reason": reason}
     return Query(QUERIES["release_jobs"], params, rows.Released)
 
 
@@ -159,12 +159,7 @@ def release_unknown_jobs(*, worker_id: str, held: Iterable[int]) -> Query[rows.R
 
 
 def renew_leases(*, worker_id: str, held: Sequence[Attempt], lease: timedelta) -> Query[rows.Renewed]:
-    params = {
-        "ids": [job_id for job_id, _attempt in held],
-        "attempts": [attempt for _job_id, attempt in held],
-        "worker_id": worker_id,
-        "lease": lease,
-    }
+    params = {**_attempt_arrays(held), "worker_id": worker_id, "lease": lease}
     return Query(QUERIES["renew_leases"], params, rows.Renewed)
 
 
