@@ -88,9 +88,9 @@ class Pgqueue(Target):
 class PgqueueBaseline(Pgqueue):
     """Another pgqueue checkout (`run.py --baseline PATH`), to compare two versions in one run.
 
-    Its workers run `pgqueue work` with PATH first on PYTHONPATH. Its API runs in this process, so that enqueue
-    figures are measured the same way as the checkout's: PATH's package is loaded a second time under the name
-    `pgqueue_baseline` (a copy whose imports of pgqueue are renamed; nothing else is changed).
+    Its workers run `python -m pgqueue work` in PATH, with PATH first on PYTHONPATH. Its API runs in this process,
+    so that enqueue figures are measured the same way as the checkout's: PATH's package is loaded a second time
+    under the name `pgqueue_baseline` (a copy whose imports of pgqueue are renamed; nothing else is changed).
     """
 
     name = "pgqueue-baseline"
@@ -98,12 +98,16 @@ class PgqueueBaseline(Pgqueue):
     def __init__(self, path: Path, api: str = "sync", task: str = "noop") -> None:
         super().__init__(api, task)
         self.path = path.resolve()
-        self.version = f"baseline {self.path.name}"
+        self.version = str(self.path)
 
     def env(self, dsn: str) -> dict[str, str]:
         env = super().env(dsn)
         env["PYTHONPATH"] = os.pathsep.join([str(self.path), env["PYTHONPATH"]])
         return env
+
+    def cwd(self) -> Path:
+        # `python -m` puts its working directory first on sys.path: run in PATH, not in this checkout.
+        return self.path
 
     @asynccontextmanager
     async def client(self, dsn: str) -> AsyncIterator[PgqueueClient]:

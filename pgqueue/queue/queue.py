@@ -255,12 +255,13 @@ class Queue:
     def _batch_columns(self, specs: Iterable[JobSpec | tuple[str, dict[str, Any]]]) -> dict[str, list[Any]]:
         def params(job: JobSpec | tuple[str, dict[str, Any]]) -> dict[str, Any]:
             spec = job if isinstance(job, JobSpec) else JobSpec(task=job[0], args=job[1])
-            return self.job_params(
-                spec.task, spec.args, queue=spec.queue, delay=spec.delay, run_at=spec.run_at,
-                priority=spec.priority, max_attempts=spec.max_attempts,
+            return jobs.job_params(
+                self.get_task(spec.task), spec.args, default_max_attempts=self.default_max_attempts,
+                queue_name=spec.queue, delay=spec.delay, run_at=spec.run_at, priority=spec.priority,
+                max_attempts=spec.max_attempts,
             )  # fmt: skip
 
-        return jobs.batch_columns(params(job) for job in specs)
+        return jobs.batch_columns(map(params, specs))
 
     # -- operator actions -----------------------------------------------------------------------
 
@@ -307,7 +308,7 @@ def _insert_one(params: dict[str, Any]) -> Callable[[bool], Plan[int]]:
         for _ in range(DEDUP_TRIES):
             inserted = yield insert
             if inserted:
-                return int(inserted[0].id)
+                return int(inserted[0])
         raise InvalidJobError(f"dedup key {params['dedup_key']!r} is contended; try again")
 
     return plan
@@ -317,9 +318,10 @@ def _insert_batch(columns: dict[str, list[Any]]) -> Callable[[bool], Plan[list[i
     def plan(can_copy: bool) -> Plan[list[int]]:
         if can_copy and jobs.copyable(columns):
             # One COPY statement: all jobs or none, as with the INSERT. Ids reserved first keep the order.
-            ids = [int(row.id) for row in (yield statements.reserve_job_ids(len(columns["tasks"])))]
+            ids: list[int] = yield statements.reserve_job_ids(len(columns["tasks"]))
             yield statements.copy_jobs(jobs.copy_rows(ids, columns))
             return ids
-        return [int(row.id) for row in (yield statements.insert_jobs(columns))]
+        inserted: list[int] = yield statements.insert_jobs(columns)
+        return inserted
 
     return plan

@@ -1,7 +1,7 @@
 """Named rows: one type for each statement that returns rows, its fields in the order of the SELECT list.
 
 NamedTuples are built from a result tuple as cheaply as a tuple is unpacked; the claim's row is a frozen
-dataclass (as before the store existed), built once per claimed job.
+dataclass (as before the store existed), built once per claimed job; statements returning job ids return ints.
 """
 
 from __future__ import annotations
@@ -11,10 +11,6 @@ from datetime import datetime
 from typing import NamedTuple
 
 Attempt = tuple[int, int]  # (job id, attempt number): what an outcome, a lease or a release is keyed by
-
-
-class JobId(NamedTuple):
-    id: int
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ jobs = Table(
     Column("queue", Text, nullable=False, server_default="default"),
     Column("task", Text, nullable=False),
     Column("args", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("status", job_status, nullable=False, server_default="pending"),
+    Column("status", job_status, nullable=False, server_default=JobStatus.PENDING.value),
     Column("priority", Integer, nullable=False, server_default="0"),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("max_attempts", attempt_limit, nullable=False, server_default=str(DEFAULT_MAX_ATTEMPTS)),

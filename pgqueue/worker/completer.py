@@ -20,6 +20,7 @@ import psycopg.errors
 from pgqueue.store import statements
 from pgqueue.store.rows import Attempt, ClaimedJob
 from pgqueue.store.run import count_async, fetch_async, send_async
+from pgqueue.store.schema import JobStatus
 from pgqueue.store.statements import Failure
 from pgqueue.text import clip, first_line
 from pgqueue.worker.connection import MainConnection
@@ -170,7 +171,7 @@ class Completer:
         if outcomes.failed:
             written = await fetch_async(conn, statements.fail_jobs(worker_id=self._worker_id, failures=outcomes.failed))
             for failed in written:
-                if failed.status == "pending":
+                if failed.status == JobStatus.PENDING:
                     self.stats["retried"] += 1
                     self._on_retry_due(float(failed.run_at))
                 else:

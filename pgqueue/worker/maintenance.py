@@ -13,6 +13,7 @@ import psycopg
 
 from pgqueue.store import statements
 from pgqueue.store.run import AsyncRunner
+from pgqueue.store.schema import JobStatus
 
 log = logging.getLogger("pgqueue.maintenance")
 
@@ -58,7 +59,7 @@ class Maintenance:
                 job.status,
                 f" after attempt {job.attempts}" if job.counted else " (it had not started: attempt not counted)",
             )
-        runnable = [job for job in rescued if job.status == "pending"]
+        runnable = [job for job in rescued if job.status == JobStatus.PENDING]
         for queue_name in sorted({job.queue for job in runnable}):
             await self._runner.count(statements.notify_queue(queue_name))
         return len(runnable)

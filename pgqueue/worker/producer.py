@@ -54,6 +54,7 @@ class Producer:
         self._next_due: float | None = None  # epoch of the earliest known future job
         self._due_unknown = True  # _next_due may have missed jobs (start, poll, LISTEN reconnect, a due time)
         self._next_poll = 0.0
+        self._burst_rescued = False  # a burst worker rescues once before it decides it is done
 
     # -- what it is told ----------------------------------------------------------------------------------
 
@@ -99,64 +100,76 @@ class Producer:
 
     async def run(self) -> None:
         """Claim and start jobs until a stop is requested (or, with burst, nothing is runnable now)."""
-        settings = self._settings
-        burst_rescued = False
+        self._burst_rescued = False
         while not self._stopping.requested:
             await asyncio.sleep(0)  # let jobs that finish together free their slots together
-            now = time.time()
-            if self._next_due is not None and self._next_due <= now:
-                # Look again once this one is claimed: later due times may have been forgotten meanwhile
-                # (only the earliest is kept), and the table knows them all.
-                self._next_due = None
-                self._claim_wanted = self._due_unknown = True
-            if now >= self._next_poll:
-                self._claim_wanted = self._due_unknown = True
-            if settings.burst and not self._slots.running and not self._completer:
+            self._look_again_when_due(time.time())
+            if self._settings.burst and not self._slots.running and not self._completer:
                 self._claim_wanted = True  # one more claim decides whether we are done
             self.start_prefetched()
             free = self._slots.free
             room = free + self._prefetch_room()
             if self._claim_wanted and room > 0:
-                # Cleared before the claim, not after: a job notified while the claim is on its way may have
-                # committed after the claim's snapshot, and its wake-up must not be lost (it would wait for
-                # the next notification or the poll).
-                self._claim_wanted = False
-                claimed = await self._completer.flush_and_claim(room)
-                if claimed is None:  # database unreachable (retried after the reconnect delay) or a bad outcome
-                    self._claim_wanted = True
-                    continue
-                self._next_poll = time.time() + settings.poll_interval
-                self.prefetched.extend(claimed)
-                self.start_prefetched()
-                if len(claimed) >= room:
-                    self._claim_wanted = True  # a full batch: there may be more
-                    continue
-                if self._due_unknown:
-                    # Only now and then: notifications and our own retries keep _next_due current.
-                    self._due_unknown = False
-                    await self._refresh_next_due()
-                if settings.burst and not claimed and not self._slots.running and not self.prefetched:
-                    await self._completer.flush()
-                    # Jobs of a vanished worker are runnable once rescued: a deployment that runs only
-                    # burst workers must not leave them stuck.
-                    if not burst_rescued and await self._rescue_for_burst():
-                        burst_rescued = True
-                        self._claim_wanted = True
-                        continue
-                    return
-                continue
-            oldest_start = self._completer.pending.oldest_start()
-            start_due = oldest_start is not None and time.monotonic() - oldest_start >= settings.ack_delay
-            if start_due or (self._completer and (not self._slots.running or free > 0)):
-                # Outcomes wait at most ack_delay so a quiet queue still records completions promptly; so do
-                # the starts of handlers that are still running, which a rescue reads.
-                await self.sleep_until_woken(0 if start_due else settings.ack_delay)
-                if start_due or not self._claim_wanted or free == 0:
-                    await self._completer.flush()
-                continue
-            timeout = idle_timeout(now=time.time(), next_poll=self._next_poll, next_due=self._next_due)
-            start_in = starts_due_in(oldest_start=oldest_start, now=time.monotonic(), ack_delay=settings.ack_delay)
-            await self.sleep_until_woken(timeout if start_in is None else min(timeout, start_in))
+                if await self._claim(room):
+                    return  # a burst worker with nothing left to run
+            else:
+                await self._wait(free)
+
+    def _look_again_when_due(self, now: float) -> None:
+        if self._next_due is not None and self._next_due <= now:
+            # Look again once this one is claimed: later due times may have been forgotten meanwhile
+            # (only the earliest is kept), and the table knows them all.
+            self._next_due = None
+            self._claim_wanted = self._due_unknown = True
+        if now >= self._next_poll:
+            self._claim_wanted = self._due_unknown = True
+
+    async def _claim(self, room: int) -> bool:
+        """Claim up to `room` jobs (with the buffered outcomes) and start what fits; True when a burst is done."""
+        # Cleared before the claim, not after: a job notified while the claim is on its way may have
+        # committed after the claim's snapshot, and its wake-up must not be lost (it would wait for
+        # the next notification or the poll).
+        self._claim_wanted = False
+        claimed = await self._completer.flush_and_claim(room)
+        if claimed is None:  # database unreachable (retried after the reconnect delay) or a bad outcome
+            self._claim_wanted = True
+            return False
+        self._next_poll = time.time() + self._settings.poll_interval
+        self.prefetched.extend(claimed)
+        self.start_prefetched()
+        if len(claimed) >= room:
+            self._claim_wanted = True  # a full batch: there may be more
+            return False
+        if self._due_unknown:
+            # Only now and then: notifications and our own retries keep _next_due current.
+            self._due_unknown = False
+            await self._refresh_next_due()
+        if not self._settings.burst or claimed or self._slots.running or self.prefetched:
+            return False
+        await self._completer.flush()
+        # Jobs of a vanished worker are runnable once rescued: a deployment that runs only burst workers must
+        # not leave them stuck.
+        if not self._burst_rescued and await self._rescue_for_burst():
+            self._burst_rescued = True
+            self._claim_wanted = True
+            return False
+        return True
+
+    async def _wait(self, free: int) -> None:
+        """Nothing to claim now: write outcomes within ack_delay, else sleep until woken, a poll or a due job."""
+        ack_delay = self._settings.ack_delay
+        oldest_start = self._completer.pending.oldest_start()
+        start_due = oldest_start is not None and time.monotonic() - oldest_start >= ack_delay
+        if start_due or (self._completer and (not self._slots.running or free > 0)):
+            # Outcomes wait at most ack_delay so a quiet queue still records completions promptly; so do
+            # the starts of handlers that are still running, which a rescue reads.
+            await self.sleep_until_woken(0 if start_due else ack_delay)
+            if start_due or not self._claim_wanted or free == 0:
+                await self._completer.flush()
+            return
+        timeout = idle_timeout(now=time.time(), next_poll=self._next_poll, next_due=self._next_due)
+        start_in = starts_due_in(oldest_start=oldest_start, now=time.monotonic(), ack_delay=ack_delay)
+        await self.sleep_until_woken(timeout if start_in is None else min(timeout, start_in))
 
     async def sleep_until_woken(self, timeout: float) -> None:
         if timeout > 0 and not self._wake.is_set():
