@@ -183,7 +183,7 @@ def describe(
     schedules: Sequence[Schedule], rows: Sequence[Sequence[Any]] | None, now: datetime
 ) -> list[dict[str, Any]]:
     """Each schedule with its last and next fire; `rows` from `list_schedules`, None without a database."""
-    stored = {row[0]: row[1:] for row in rows or []}
+    stored = {name: (enabled, last, upcoming) for name, enabled, last, upcoming in rows or []}
     described = []
     for schedule in schedules:
         last_fire_at: datetime | None = None

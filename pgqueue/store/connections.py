@@ -12,7 +12,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pgqueue.errors import InvalidJobError
-from pgqueue.store.queries import QUERIES
+from pgqueue.store import statements
 
 # TCP keepalives make a silently dead connection (a cut cable, a vanished host) fail in about
 # 20 s instead of hanging for the kernel's two hours; they cost no statements.
@@ -95,14 +95,15 @@ def _check_driver(driver: str) -> None:
 
 def behind_pooler(conn: psycopg.Connection[Any]) -> bool:
     """True when a pooler such as PgBouncer sits between us and PostgreSQL."""
-    row = conn.execute(QUERIES["backend_pid"]).fetchone()
-    return row is not None and row[0] != conn.info.backend_pid
+    query = statements.backend_pid()
+    found = conn.execute(query.sql).fetchone()
+    return found is not None and query.row(*found).pid != conn.info.backend_pid
 
 
 async def behind_pooler_async(conn: psycopg.AsyncConnection[Any]) -> bool:
-    cursor = await conn.execute(QUERIES["backend_pid"])
-    row = await cursor.fetchone()
-    return row is not None and row[0] != conn.info.backend_pid
+    query = statements.backend_pid()
+    found = await (await conn.execute(query.sql)).fetchone()
+    return found is not None and query.row(*found).pid != conn.info.backend_pid
 
 
 def _hung_up(conn: psycopg.BaseConnection[Any]) -> bool:

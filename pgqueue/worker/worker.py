@@ -9,6 +9,7 @@ on daemon threads (executor.py). docs/architecture.md draws how they talk.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ from pgqueue.cron.scheduler import Scheduler
 from pgqueue.queue.queue import Queue
 from pgqueue.settings import WorkerSettings
 from pgqueue.store import statements
-from pgqueue.store.rows import Attempt
+from pgqueue.store.rows import Attempt, ClaimedJob
 from pgqueue.store.run import fetch_async
 from pgqueue.text import first_line, shown
 from pgqueue.worker.completer import Completer
@@ -90,7 +91,7 @@ class Worker:
         return self.completer.stats
 
     @property
-    def prefetched(self) -> Any:
+    def prefetched(self) -> collections.deque[ClaimedJob]:
         """The jobs claimed ahead of a free slot."""
         return self.producer.prefetched
 
