@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from common import as_url
 
-from pgqueue.sql import QUERIES
+from pgqueue.store.queries import QUERIES
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 

@@ -24,9 +24,9 @@ from psycopg.conninfo import make_conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pgqueue import migrate
 from pgqueue.dashboard import create_app
-from pgqueue.sql import QUERIES
+from pgqueue.store import migrate
+from pgqueue.store.queries import QUERIES
 from tests.integration.dashboard_support import failed_errors, live_server, register_worker
 
 DATABASE = "pgqueue_bench_dashboard"

@@ -1,6 +1,6 @@
 """pgqueue's benchmark: the same scenarios for pgqueue, PgQueuer and Procrastinate, side by side in one run.
 
-    python benchmarks/run.py [--quick] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+    python benchmarks/run.py [--quick] [--dsn postgresql://postgres@127.0.0.1:5432/postgres] [--baseline PATH]
 
 Each library gets a fresh database on the same server (dropped at the end) and its own worker command.
 Prints a table of figures with pgqueue's ratios and writes benchmarks/results/<time>.json.
@@ -57,8 +57,8 @@ QUICK = {
 SCENARIOS = ("enqueue", "bulk", "drain", "sweep", "finished", "mixed", "latency", "idle", "ceiling")
 
 
-def make_targets(names: list[str]) -> list[Target]:
-    from target_pgqueue import Pgqueue
+def make_targets(names: list[str], baseline: Path | None = None) -> list[Target]:
+    from target_pgqueue import Pgqueue, PgqueueBaseline
     from target_pgqueuer import Pgqueuer
     from target_procrastinate import Procrastinate
 
@@ -72,6 +72,9 @@ def make_targets(names: list[str]) -> list[Target]:
         if name not in known:
             raise SystemExit(f"error: unknown target {name!r} (known: {', '.join(known)})")
         targets.append(known[name]())
+    if baseline is not None:  # right after pgqueue, so the two versions run back to back
+        at = next((i + 1 for i, target in enumerate(targets) if target.name == "pgqueue"), len(targets))
+        targets.insert(at, PgqueueBaseline(baseline))
     return targets
 
 
@@ -84,6 +87,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated of {', '.join(SCENARIOS)}")
     parser.add_argument("--processes", default=None, help="worker processes in the sweep (default 1,2,4; quick 2)")
     parser.add_argument("--json", type=Path, help="where to write the results (default benchmarks/results/)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another pgqueue checkout (a folder holding pgqueue/ and migrations/): adds target pgqueue-baseline",
+    )
     args = parser.parse_args(argv)
     args.scenario_list = [s for s in args.scenarios.split(",") if s]
     unknown = set(args.scenario_list) - set(SCENARIOS)
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
     started = time.monotonic()
     try:
-        for target in make_targets(args.targets.lower().split(",")):
+        for target in make_targets(args.targets.lower().split(","), args.baseline):
             why = target.available()
             if why:
                 skipped[target.name] = why
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = args.scenario_list
         if "enqueue" in chosen:
             step("enqueue_single", scenarios.enqueue_single)
-            if any(ctx.target.name == "pgqueue" for ctx in contexts):
+            if any(ctx.target.name.startswith("pgqueue") for ctx in contexts):
                 step_async_enqueue(contexts, results)
         if "bulk" in chosen:
             step("enqueue_bulk", scenarios.enqueue_bulk)
@@ -240,12 +248,17 @@ def _sweep(ctx: scenarios.Context, processes: int) -> dict[str, Any]:
 
 
 def step_async_enqueue(contexts: list[scenarios.Context], results: dict[str, dict[str, Any]]) -> None:
-    from target_pgqueue import Pgqueue
+    from target_pgqueue import Pgqueue, PgqueueBaseline
 
     for ctx in contexts:
-        if ctx.target.name == "pgqueue":
-            async_ctx = scenarios.Context(**{**ctx.__dict__, "target": Pgqueue(api="async")})
-            results["pgqueue"]["enqueue_single_async"] = scenarios.enqueue_single(async_ctx)
+        if isinstance(ctx.target, PgqueueBaseline):
+            target: Pgqueue = PgqueueBaseline(ctx.target.path, api="async")
+        elif ctx.target.name == "pgqueue":
+            target = Pgqueue(api="async")
+        else:
+            continue
+        async_ctx = scenarios.Context(**{**ctx.__dict__, "target": target})
+        results[ctx.target.name]["enqueue_single_async"] = scenarios.enqueue_single(async_ctx)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ class Target:
     def preload_finished(self, conn: Any, count: int) -> None:
         raise NotImplementedError
 
+    def cwd(self) -> Path | None:
+        """Where its worker commands run (None: here)."""
+        return None
+
     def env(self, dsn: str) -> dict[str, str]:
         path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
         return {**os.environ, "PYTHONPATH": path, "BENCH_TARGET_DSN": dsn, "BENCH_RESULTS_DSN": dsn}

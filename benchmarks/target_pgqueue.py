@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import re
+import shutil
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from target_base import Target
@@ -47,7 +53,7 @@ class Pgqueue(Target):
         self.version = getattr(pgqueue, "__version__", "dev")
 
     def install(self, dsn: str) -> None:
-        from pgqueue.migrate import upgrade
+        from pgqueue.store.migrate import upgrade
 
         upgrade(dsn)
 
@@ -77,3 +83,58 @@ class Pgqueue(Target):
             "SELECT 'noop', jsonb_build_object('n', -i), 'completed', 1, now(), now() FROM generate_series(1, %s) i",
             (count,),
         )
+
+
+class PgqueueBaseline(Pgqueue):
+    """Another pgqueue checkout (`run.py --baseline PATH`), to compare two versions in one run.
+
+    Its workers run `python -m pgqueue work` in PATH, with PATH first on PYTHONPATH. Its API runs in this process,
+    so that enqueue figures are measured the same way as the checkout's: PATH's package is loaded a second time
+    under the name `pgqueue_baseline` (a copy whose imports of pgqueue are renamed; nothing else is changed).
+    """
+
+    name = "pgqueue-baseline"
+
+    def __init__(self, path: Path, api: str = "sync", task: str = "noop") -> None:
+        super().__init__(api, task)
+        self.path = path.resolve()
+        self.version = str(self.path)
+
+    def env(self, dsn: str) -> dict[str, str]:
+        env = super().env(dsn)
+        env["PYTHONPATH"] = os.pathsep.join([str(self.path), env["PYTHONPATH"]])
+        return env
+
+    def cwd(self) -> Path:
+        # `python -m` puts its working directory first on sys.path: run in PATH, not in this checkout.
+        return self.path
+
+    @asynccontextmanager
+    async def client(self, dsn: str) -> AsyncIterator[PgqueueClient]:
+        baseline = _load_renamed(self.path)
+        queue = baseline.Queue(dsn)
+
+        @queue.task(name="noop")
+        async def noop(n: int, sent: float = 0.0) -> None: ...
+
+        try:
+            yield PgqueueClient(queue, self.api)
+        finally:
+            await queue.aclose()
+
+
+_RENAMED = "pgqueue_baseline"
+_IMPORT = re.compile(r"^(\s*)(from|import) pgqueue(?=[.\s])", re.MULTILINE)
+
+
+def _load_renamed(path: Path) -> Any:
+    if _RENAMED in sys.modules:
+        return sys.modules[_RENAMED]
+    folder = Path(tempfile.mkdtemp(prefix="pgqueue-baseline-"))
+    shutil.copytree(path / "pgqueue", folder / _RENAMED)
+    if (path / "migrations").is_dir():
+        shutil.copytree(path / "migrations", folder / "migrations")
+    for source in (folder / _RENAMED).rglob("*.py"):
+        source.write_text(_IMPORT.sub(rf"\1\2 {_RENAMED}", source.read_text()))
+    sys.path.insert(0, str(folder))
+    return importlib.import_module(_RENAMED)

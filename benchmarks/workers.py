@@ -37,6 +37,7 @@ class Workers:
                 subprocess.Popen(
                     command,
                     env=self.target.env(self.dsn),
+                    cwd=self.target.cwd(),
                     stdin=subprocess.DEVNULL,
                     stdout=self._log_file,
                     stderr=self._log_file,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from pgqueue.schema import SCHEMA, metadata
+from pgqueue.store.schema import SCHEMA, metadata
 
 # Any constant works; it only has to be the same for every process running migrations at once.
 MIGRATION_LOCK_ID = 0x70677175  # "pgqu"

@@ -1,18 +1,17 @@
 """pgqueue: durable background jobs and cron for Python, with PostgreSQL as the only infrastructure."""
 
-from pgqueue.cron import CronError
+from pgqueue.cron.expression import CronError
 from pgqueue.errors import (
     DatabaseUnavailableError,
     InvalidJobError,
     PgQueueError,
     SchemaMissingError,
+    SchemaOutdatedError,
     UnknownTaskError,
 )
-from pgqueue.execution import JobContext, current_job
-from pgqueue.queue import JobSpec, Queue
-from pgqueue.retry import Backoff, Fixed
-from pgqueue.tasks import Task
-from pgqueue.worker import Worker, WorkerSettings
+from pgqueue.queue import Backoff, Fixed, JobSpec, Queue, Task
+from pgqueue.settings import WorkerSettings
+from pgqueue.worker import JobContext, Worker, current_job
 
 __all__ = [
     "Backoff",
@@ -25,6 +24,7 @@ __all__ = [
     "PgQueueError",
     "Queue",
     "SchemaMissingError",
+    "SchemaOutdatedError",
     "Task",
     "UnknownTaskError",
     "Worker",

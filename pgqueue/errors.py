@@ -22,6 +22,13 @@ class SchemaMissingError(PgQueueError):
         super().__init__("the pgqueue tables do not exist in this database: run `pgqueue migrate` first")
 
 
+class SchemaOutdatedError(PgQueueError):
+    """The database's pgqueue schema is older than this code (a migration added what a statement needs)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the pgqueue schema is older than this code ({detail}): run `pgqueue migrate`")
+
+
 class DatabaseUnavailableError(PgQueueError):
     """The database could not be reached or the statement's commit failed."""
 

@@ -17,14 +17,14 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from pgqueue import migrate
+from pgqueue.store import migrate
 
 
 def _server_dsn() -> str:
     configured = os.environ.get("PGQUEUE_TEST_DSN")
     if configured:
         return configured
-    from pgqueue import embedded
+    from pgqueue.store import embedded
 
     data_dir = Path(tempfile.gettempdir()) / f"pgqueue-tests-{os.getuid()}" / "pgdata"
     data_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ SCHEMA = "pgqueue"
 
 # One notification per queue per INSERT statement (not per row), carrying the earliest run_at so that
 # idle workers also learn when a delayed job becomes due. Fires for every insert: the API's, the
-# scheduler's, or a hand-written one. NOTIFY is delivered on commit only.
+# scheduler's, or a hand-written one. NOTIFY is delivered on commit only. The channel is
+# pgqueue.store.schema.JOBS_CHANNEL (a migration keeps the text it was written with).
 NOTIFY_FUNCTION = """
 CREATE FUNCTION pgqueue.notify_new_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$

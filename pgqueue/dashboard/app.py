@@ -29,8 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pgqueue.dashboard import chart, data, render
 from pgqueue.dashboard.filters import BadRequest, JobFilter, parse_cursor, parse_filter, parse_job_id, parse_name
 from pgqueue.dashboard.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, BasicAuth, CsrfTokens
-from pgqueue.sanitize import first_line
 from pgqueue.settings import normalize_dsn, resolve_dsn
+from pgqueue.text import first_line
 
 log = logging.getLogger("pgqueue.dashboard")
 

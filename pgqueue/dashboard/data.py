@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from pgqueue.dashboard.filters import Cursor, JobFilter
-from pgqueue.sql import QUERIES
+from pgqueue.store.queries import QUERIES
 
 RECENT_CAP = 20_000  # finished jobs read per overview at most (the last hour's counts and chart)
 WORKERS_SHOWN = 200

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlencode
 
-from pgqueue.schema import JOB_STATUSES
+from pgqueue.store.schema import JOB_STATUSES
 
 MAX_NAME = 1000  # characters of a queue or task name in a filter
 MAX_ARGS_FILTER = 10_000  # characters of the args filter's JSON

@@ -13,7 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from pgqueue.dashboard.data import Clipped
-from pgqueue.sanitize import printable
+from pgqueue.text import printable
 
 TEMPLATES = Path(__file__).parent / "templates"
 DASH = "\u2013"  # shown for a missing value

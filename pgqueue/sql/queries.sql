@@ -117,7 +117,7 @@ RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_att
 -- name: record_starts
 -- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
 -- worker sends anyway). Only jobs still running at that moment are listed: a completion or failure
--- records its start itself. A busy worker runs it as a CTE of its next claim (see sql/__init__.py).
+-- records its start itself. A busy worker runs it as a CTE of its next claim (see store/queries.py).
 UPDATE pgqueue.jobs AS job
 SET started_at = now()
 FROM unnest(%(started_ids)s::bigint[], %(started_attempts)s::int[]) AS start(id, attempt)
@@ -130,7 +130,7 @@ WHERE job.id = start.id
 -- name: complete_jobs
 -- Batched acknowledgement. The attempt and worker checks make a late ack of a job that was
 -- rescued, cancelled or handed back a no-op instead of overwriting the newer state. A busy worker
--- runs it as the first CTE of its next claim (complete_and_claim*, composed in sql/__init__.py).
+-- runs it as the first CTE of its next claim (complete_and_claim*, composed in store/queries.py).
 UPDATE pgqueue.jobs AS job
 SET status = 'completed',
     started_at = coalesce(job.started_at, now()),
@@ -399,7 +399,7 @@ GROUP BY queue
 ORDER BY queue;
 
 -- ================================================================================================
--- scheduler (pgqueue/scheduler.py): cron schedules and their fires
+-- scheduler (pgqueue/cron/scheduler.py): cron schedules and their fires
 -- ================================================================================================
 
 -- name: sync_schedules
@@ -542,6 +542,14 @@ RETURNING fire.schedule;
 SELECT name, enabled, last_fire_at, next_fire_at
 FROM pgqueue.schedules
 WHERE name = ANY(%(names)s::text[]);
+
+-- name: check_schema
+-- A worker's first statement: fails at once (UndefinedTable) when the database has no pgqueue schema yet.
+SELECT 1 FROM pgqueue.jobs LIMIT 0;
+
+-- name: probe
+-- A LISTEN connection's heartbeat: a silently dead connection delivers no notifications, this finds it out.
+SELECT 1;
 
 -- name: backend_pid
 -- Compared with the pid the connection was given at start-up: they differ only when a pooler

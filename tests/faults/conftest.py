@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pgqueue import migrate
+from pgqueue.store import migrate
 from tests.apps.jobs_app import FAULT_RESULTS_DDL
 from tests.faults.harness import FaultDatabase, PrivateServer, Workers
 from tests.faults.proxy import TcpProxy

@@ -171,7 +171,7 @@ def test_listen_connection_silent_while_it_is_set_up(
     import asyncio
     import threading
 
-    from pgqueue import connections
+    from pgqueue.store import connections
     from pgqueue.worker import Worker, WorkerSettings
 
     through_proxy = f"postgresql://postgres@127.0.0.1:{proxy.port}/{fault_db.name}"

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from pgqueue import InvalidJobError, JobSpec, Queue
-from pgqueue.queue import COPY_AT_LEAST
+from pgqueue.queue.jobs import COPY_AT_LEAST
 
 BIG = COPY_AT_LEAST + 100
 

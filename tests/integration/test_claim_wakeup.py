@@ -24,7 +24,9 @@ def test_notification_during_a_claim_is_not_lost(dsn: str, db: psycopg.Connectio
     db.execute("ALTER TABLE pgqueue.jobs DISABLE TRIGGER USER")
     worker = Worker(queue, WorkerSettings(poll_interval=60))
     armed = threading.Event()
-    claim = worker._flush_and_claim
+    # The claim loop claims through its completer (flush_and_claim): this one sends a wake-up right after a
+    # claim that found nothing, as a notification arriving while the claim was on its way would.
+    claim = worker.completer.flush_and_claim
 
     async def claim_then_notify(limit: int) -> Any:
         rows = await claim(limit)
@@ -35,7 +37,7 @@ def test_notification_during_a_claim_is_not_lost(dsn: str, db: psycopg.Connectio
             worker.wake()
         return rows
 
-    worker._flush_and_claim = claim_then_notify  # type: ignore[method-assign]
+    worker.completer.flush_and_claim = claim_then_notify  # type: ignore[method-assign]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_until_complete, args=(worker.run_async(),))
     thread.start()

@@ -19,7 +19,7 @@ pytest.importorskip("starlette", reason="the dashboard extra is not installed")
 httpx = pytest.importorskip("httpx")
 
 from pgqueue.dashboard import create_app  # noqa: E402
-from pgqueue.sql import QUERIES  # noqa: E402
+from pgqueue.store.queries import QUERIES  # noqa: E402
 from tests.integration.dashboard_support import failed_errors, insert_job, live_server, populate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from pgqueue import InvalidJobError, JobSpec, Queue, UnknownTaskError
-from pgqueue.migrate import engine_for
+from pgqueue.store.migrate import engine_for
 
 
 @pytest.fixture

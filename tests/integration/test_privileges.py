@@ -18,15 +18,17 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgqueue import JobSpec, Queue, grants, migrate
-from pgqueue.queue import COPY_AT_LEAST
-from pgqueue.sql import QUERIES
+from pgqueue import JobSpec, Queue
+from pgqueue.queue.jobs import COPY_AT_LEAST
+from pgqueue.store import grants, migrate
+from pgqueue.store.queries import QUERIES
 
 ROOT = Path(__file__).resolve().parents[2]
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
@@ -47,6 +49,14 @@ class Setup:
 
     def superuser(self) -> psycopg.Connection:
         return psycopg.connect(self.dsn(), autocommit=True)
+
+
+async def _enqueue_many_async(queue: Queue, jobs: list[Any]) -> list[int]:
+    """enqueue_many_async, its async connections closed in the event loop that opened them."""
+    try:
+        return await queue.enqueue_many_async(jobs)
+    finally:
+        await queue.aclose()
 
 
 def _run_as_superuser(server_dsn: str, *statements: sql.Composable, dbname: str = "postgres") -> None:
@@ -226,7 +236,7 @@ def test_app_role_enqueues_every_way_and_nothing_more(migrated: Setup) -> None:
         assert len(small) == 10
         big = queue.enqueue_many([JobSpec("noop", {"n": n}) for n in range(600)])  # COPY, ids drawn first
         assert COPY_AT_LEAST <= 600 and len(big) == 600 and big == sorted(big)
-        big_async = asyncio.run(queue.enqueue_many_async([("noop", {"n": n}) for n in range(600)]))
+        big_async = asyncio.run(_enqueue_many_async(queue, [("noop", {"n": n}) for n in range(600)]))
         with psycopg.connect(migrated.dsn(migrated.app)) as conn:  # in the caller's transaction, COPY too
             in_transaction = queue.enqueue_many([("noop", {})] * 600, connection=conn)
             conn.commit()

@@ -144,3 +144,28 @@ def test_supervisor_sigterm_stops_all_children(jobs: Queue, dsn: str, db: psycop
     output, _ = supervisor.communicate(timeout=60)
     assert supervisor.returncode == 0, output
     assert output.count("stopped:") == 2
+
+
+def test_supervisor_children_get_every_setting_given(dsn: str, db: psycopg.Connection) -> None:
+    """--workers 2 with settings set: each child's command line (and, for a DSN, its environment) carries them."""
+    import psutil
+
+    supervisor = start_worker(
+        dsn,
+        "--workers", "2", "--concurrency", "3", "--lease", "7", "--retention", "36h", "--prefetch", "5",
+        "--ack-delay", "0.05", "--poll-interval", "0.5", "-q", "default", "--listen-dsn", dsn,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: len(psutil.Process(supervisor.pid).children()) == 2, what="two children")
+        for child in psutil.Process(supervisor.pid).children():
+            line = " ".join(child.cmdline())
+            for given in ("--concurrency 3", "--lease 7", "--retention 1d12h", "--prefetch 5", "--ack-delay 0.05",
+                          "--poll-interval 0.5", "--queue default"):  # fmt: skip
+                assert given in line, line
+            assert "--listen-dsn" not in line and child.environ()["PGQUEUE_LISTEN_DSN"] == dsn
+        listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        wait_until(lambda: db.execute(listening).fetchone()[0] >= 2, what="two listening workers")
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        output, _ = supervisor.communicate(timeout=60)
+    assert supervisor.returncode == 0, output

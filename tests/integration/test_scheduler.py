@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 import psycopg
 
 from pgqueue import Queue
-from pgqueue.scheduler import Scheduler
+from pgqueue.cron.scheduler import Scheduler
+from pgqueue.store.run import OnConnection
 
 ROOT = Path(__file__).resolve().parents[2]
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
@@ -40,12 +40,8 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-async def connection_execute(conn: psycopg.AsyncConnection) -> Callable[..., Any]:
-    async def execute(query: Any, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        cursor = await conn.execute(query, params)
-        return await cursor.fetchall() if cursor.description else []
-
-    return execute
+async def connection_execute(conn: psycopg.AsyncConnection) -> OnConnection:
+    return OnConnection(conn)
 
 
 def app_queue(dsn: str, **declarations: dict[str, Any]) -> Queue:
@@ -85,7 +81,7 @@ def test_many_schedulers_fire_each_time_exactly_once(dsn: str, db: psycopg.Conne
     async def scenario() -> None:
         conns = [await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(6)]
         try:
-            schedulers = [Scheduler(queue.periodic_tasks, await connection_execute(c), now=clock) for c in conns]
+            schedulers = [Scheduler(queue.schedules, await connection_execute(c), now=clock) for c in conns]
             await asyncio.gather(*(s.sync() for s in schedulers))
             for _ in range(40):  # 40 passes of all six at once, 2.5 s apart: 100 s in all
                 clock.advance(seconds=2.5)
@@ -122,13 +118,13 @@ def test_missed_fires_latest_and_bounded_backfill(dsn: str, db: psycopg.Connecti
 
     async def scenario() -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            scheduler = Scheduler(queue.periodic_tasks, await connection_execute(conn), now=clock)
+            scheduler = Scheduler(queue.schedules, await connection_execute(conn), now=clock)
             await scheduler.sync()
             clock.advance(hours=10, minutes=1)  # every worker was down from 08:00 to 18:01
             await scheduler.tick()
             await scheduler.tick()  # a second pass at the same instant owes nothing
             # A late process (slow clock, stale pass) cannot fire a time the policy passed over.
-            latest = next(s for s in queue.periodic_tasks if s.name == "latest")
+            latest = next(s for s in queue.schedules if s.name == "latest")
             assert await scheduler.fire(latest, datetime(2026, 5, 4, 17, 55, tzinfo=UTC)) is None
 
     asyncio.run(scenario())
@@ -156,7 +152,7 @@ def test_skip_if_running(dsn: str, db: psycopg.Connection) -> None:
 
     async def scenario() -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            scheduler = Scheduler(queue.periodic_tasks, await connection_execute(conn), now=clock)
+            scheduler = Scheduler(queue.schedules, await connection_execute(conn), now=clock)
             await scheduler.sync()
             for status in ("pending", "running", "failed"):
                 clock.advance(minutes=1)
@@ -198,8 +194,8 @@ def test_removed_schedule_is_disabled_and_rolling_deploy(dsn: str, db: psycopg.C
             await psycopg.AsyncConnection.connect(dsn, autocommit=True) as old_conn,
             await psycopg.AsyncConnection.connect(dsn, autocommit=True) as new_conn,
         ):
-            old = Scheduler(old_code.periodic_tasks, await connection_execute(old_conn), now=clock)
-            new = Scheduler(new_code.periodic_tasks, await connection_execute(new_conn), now=clock)
+            old = Scheduler(old_code.schedules, await connection_execute(old_conn), now=clock)
+            new = Scheduler(new_code.schedules, await connection_execute(new_conn), now=clock)
             await old.sync()
             clock.advance(minutes=1)
             await old.tick()
@@ -229,13 +225,13 @@ def test_changed_expression_starts_afresh(dsn: str, db: psycopg.Connection) -> N
     async def scenario() -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             execute = await connection_execute(conn)
-            await Scheduler(app_queue(dsn, report={"cron": "0 9 * * *"}).periodic_tasks, execute, now=clock).sync()
+            await Scheduler(app_queue(dsn, report={"cron": "0 9 * * *"}).schedules, execute, now=clock).sync()
             clock.advance(days=3)  # down for three days: 09:00 is owed once (missed="latest")
-            same = Scheduler(app_queue(dsn, report={"cron": "0 9 * * *"}).periodic_tasks, execute, now=clock)
+            same = Scheduler(app_queue(dsn, report={"cron": "0 9 * * *"}).schedules, execute, now=clock)
             await same.sync()
             assert rows(db, "SELECT next_fire_at FROM pgqueue.schedules") == [(datetime(2026, 5, 4, 9, tzinfo=UTC),)]
             changed = app_queue(dsn, report={"cron": "0 7 * * *", "timezone": "Asia/Tokyo"})
-            await Scheduler(changed.periodic_tasks, execute, now=clock).sync()
+            await Scheduler(changed.schedules, execute, now=clock).sync()
 
     asyncio.run(scenario())
     assert rows(db, "SELECT cron, timezone, next_fire_at FROM pgqueue.schedules") == [
@@ -259,7 +255,7 @@ def test_old_fires_are_pruned_but_the_latest_job_fire_stays(dsn: str, db: psycop
     async def scenario() -> int:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             execute = await connection_execute(conn)
-            return await Scheduler(queue.periodic_tasks, execute, retention=timedelta(days=7)).prune()
+            return await Scheduler(queue.schedules, execute, retention=timedelta(days=7)).prune()
 
     assert asyncio.run(scenario()) == 10  # a's ten old fires; b's only fire and a's recent one stay
     assert rows(db, "SELECT schedule, job_id FROM pgqueue.schedule_fires ORDER BY schedule") == [("a", 3), ("b", 2)]
@@ -271,13 +267,17 @@ def test_idle_scheduler_sleeps_until_the_next_fire(dsn: str, db: psycopg.Connect
 
     async def scenario() -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-            execute = await connection_execute(conn)
 
-            async def counting(query: Any, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-                statements.append(query.split()[0])
-                return await execute(query, params)
+            class Counting(OnConnection):
+                async def fetch(self, query: Any) -> list[Any]:
+                    statements.append(query.sql.split()[0])
+                    return await super().fetch(query)
 
-            runner = asyncio.create_task(Scheduler(queue.periodic_tasks, counting).run())
+                async def count(self, command: Any) -> int:
+                    statements.append(command.sql.split()[0])
+                    return await super().count(command)
+
+            runner = asyncio.create_task(Scheduler(queue.schedules, Counting(conn)).run())
             await asyncio.sleep(1.5)
             runner.cancel()
             await asyncio.gather(runner, return_exceptions=True)

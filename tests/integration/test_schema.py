@@ -12,9 +12,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from pgqueue import migrate
-from pgqueue.schema import SCHEMA, metadata
-from pgqueue.sql import QUERIES
+from pgqueue.store import migrate
+from pgqueue.store.queries import QUERIES
+from pgqueue.store.schema import SCHEMA, metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,3 +96,6 @@ def test_wheel_ships_migrations(tmp_path: Path) -> None:
     assert "pgqueue/_migrations/env.py" in names
     assert "pgqueue/_migrations/versions/0001_initial.py" in names
     assert "pgqueue/sql/queries.sql" in names
+    assert "pgqueue/sql/demo.sql" in names  # every .sql file of the folder: the store's loader reads them all
+    for package in ("store", "queue", "worker", "cron", "cli"):
+        assert f"pgqueue/{package}/__init__.py" in names

@@ -311,7 +311,7 @@ def test_failed_enqueue_marks_the_atomic_block_for_rollback(Order, queue: Queue,
 
 def test_pgqueue_import_does_not_import_django() -> None:
     code = (
-        "import sys, pgqueue, pgqueue.connections, pgqueue.integrations.django as d; "
+        "import sys, pgqueue, pgqueue.store.connections, pgqueue.store.django as d; "
         "assert 'django' not in sys.modules, 'imported'; assert not d.is_django_connection(object()); "
         "assert 'django' not in sys.modules, 'imported by the check'"
     )

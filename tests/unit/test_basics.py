@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import random
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 import pgqueue
 from pgqueue.durations import parse_duration
-from pgqueue.retry import Backoff, Fixed
+from pgqueue.queue.retry import Backoff, Fixed
 from pgqueue.settings import configured_dsn, normalize_dsn
-from pgqueue.sql import QUERIES
+from pgqueue.store.queries import QUERIES, load
 
 
 def test_public_surface_is_pinned() -> None:
@@ -26,6 +27,7 @@ def test_public_surface_is_pinned() -> None:
         "PgQueueError",
         "Queue",
         "SchemaMissingError",
+        "SchemaOutdatedError",
         "Task",
         "UnknownTaskError",
         "Worker",
@@ -89,3 +91,19 @@ def test_sql_file_has_every_statement_and_binds_parameters() -> None:
     for name, query in QUERIES.items():
         assert query and not query.rstrip().endswith(";"), name
         assert "{" not in query.replace("jsonb_build_object", ""), name  # never str.format'ed
+
+
+def test_sql_loader_reads_every_file_and_refuses_a_name_twice(tmp_path: Path) -> None:
+    (tmp_path / "a.sql").write_text("-- name: one\n-- why\nSELECT 1;\n")
+    (tmp_path / "b.sql").write_text("-- name: two\nSELECT 2;\n")
+    assert load(tmp_path) == {"one": "SELECT 1", "two": "SELECT 2"}
+    (tmp_path / "c.sql").write_text("-- name: one\nSELECT 3;\n")
+    with pytest.raises(ValueError, match=r"'one' is defined in both a\.sql and c\.sql"):
+        load(tmp_path)
+    (tmp_path / "c.sql").write_text("-- name: three\nSELECT 3;\n-- name: three\nSELECT 4;\n")
+    with pytest.raises(ValueError, match=r"c\.sql: statement 'three' is defined twice"):
+        load(tmp_path)
+
+
+def test_the_shipped_sql_files_are_all_loaded() -> None:
+    assert {"claim", "sync_schedules", "demo_history", "probe"} <= set(QUERIES)

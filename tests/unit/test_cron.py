@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pgqueue.cron import Cron, CronError, parse_timezone
+from pgqueue.cron.expression import Cron, CronError, parse_timezone
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

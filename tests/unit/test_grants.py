@@ -3,8 +3,8 @@ tests/integration/test_privileges.py)."""
 
 from __future__ import annotations
 
-from pgqueue import grants
-from pgqueue.schema import metadata
+from pgqueue.store import grants
+from pgqueue.store.schema import metadata
 
 
 def test_script_quotes_role_names() -> None:

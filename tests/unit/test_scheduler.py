@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pgqueue import InvalidJobError, Queue, Task
-from pgqueue.cron import CronError
-from pgqueue.scheduler import Schedule, describe, fire_params, plan, sync_params
+from pgqueue.cron.expression import CronError
+from pgqueue.cron.schedule import Schedule, describe, fire_params, plan, sync_params
 
 
 def at(text: str) -> datetime:
@@ -22,7 +22,7 @@ def schedule(cron: str, **options) -> Schedule:
     def handler() -> None:
         pass
 
-    return queue.periodic_tasks[0]
+    return queue.schedules[0]
 
 
 # -- declaring ----------------------------------------------------------------------------------------
@@ -43,7 +43,7 @@ def test_periodic_registers_a_plain_function_and_stacks_on_task() -> None:
 
     assert isinstance(report, Task) and isinstance(send, Task)
     assert set(queue.tasks) == {"report", "send"}
-    by_name = {s.name: s for s in queue.periodic_tasks}
+    by_name = {s.name: s for s in queue.schedules}
     assert set(by_name) == {"daily_report", "mail_a", "mail_b"}
     daily = by_name["daily_report"]
     assert (daily.task, daily.args, daily.timezone, daily.queue, daily.missed) == (
@@ -65,7 +65,7 @@ def test_schedule_name_defaults_to_the_task_name() -> None:
     def nightly() -> None:
         pass
 
-    assert [s.name for s in queue.periodic_tasks] == ["nightly"]
+    assert [s.name for s in queue.schedules] == ["nightly"]
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_bad_declarations_fail_at_once_and_register_nothing(options, error, mess
             pass
 
     assert message in str(caught.value)
-    assert queue.tasks == {} and queue.periodic_tasks == []
+    assert queue.tasks == {} and queue.schedules == []
 
 
 def test_duplicate_schedule_name_is_rejected() -> None:
@@ -109,7 +109,7 @@ def test_duplicate_schedule_name_is_rejected() -> None:
         def second() -> None:
             pass
 
-    assert set(queue.tasks) == {"first"} and len(queue.periodic_tasks) == 1
+    assert set(queue.tasks) == {"first"} and len(queue.schedules) == 1
 
 
 # -- the missed-fire policy ---------------------------------------------------------------------------
@@ -192,11 +192,11 @@ def test_fire_and_sync_parameters() -> None:
     def job(n: int = 0) -> None:
         pass
 
-    zeta = queue.periodic_tasks[1]
+    zeta = queue.schedules[1]
     params = fire_params(zeta, at("2026-05-01T09:00:00+09:00"))
     assert params["next_fire_at"] == at("2026-05-02T09:00:00+09:00")
     assert (params["args"], params["task"], params["skip_if_running"]) == ('{"n": 1}', "job", False)
-    synced = sync_params(queue.periodic_tasks, at("2026-05-01T10:00:00+00:00"))
+    synced = sync_params(queue.schedules, at("2026-05-01T10:00:00+00:00"))
     assert synced["names"] == ["alpha", "zeta"]  # one lock order in every process
     assert synced["next_fire_ats"] == [at("2026-05-02T09:00:00+00:00"), at("2026-05-02T09:00:00+09:00")]
     assert synced["skip_if_running"] == [True, False]

@@ -1,1 +1,0 @@
-"""Framework integrations, each imported only when its framework's objects reach pgqueue."""

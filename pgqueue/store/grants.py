@@ -1,0 +1,154 @@
+"""The privileges of pgqueue's roles, as the GRANT statements the schema's owner runs (`pgqueue grant`).
+
+Three roles, each with only what its statements need:
+
+- the **migration role** runs `pgqueue migrate` and owns schema `pgqueue` and everything in it. It needs CREATE on
+  the database only to create the schema the first time (or a superuser creates it for it:
+  `CREATE SCHEMA pgqueue AUTHORIZATION <role>`). Checking a database that is at head needs no more than reading
+  `pgqueue.alembic_version`.
+- the **application role** enqueues: `enqueue`, `enqueue_many` (also the COPY path of large batches), dedup keys.
+  It inserts jobs and reads a job's id, status and dedup key; it cannot change or delete a job, read another
+  job's arguments, or touch schedules.
+- the **worker role** runs `pgqueue work`: claims, completions, failures, rescues, pruning, the registry of
+  workers, cron schedules and their fires; the operator commands (`retry-failed`, `cancel`, `status`) need no more.
+
+LISTEN and NOTIFY need no privilege; `pgqueue.reserve_job_ids` (ids of COPY batches and cron fires, migration
+0005) runs as its owner, so no role needs USAGE on the id sequence. CONNECT on the database is PUBLIC's unless
+revoked there; it is the database owner's to grant, so it is not among these statements.
+
+No DEFAULT PRIVILEGES: they would give every future table the same privileges, while the roles need different
+ones per table (the application role only touches `jobs`). Instead the statements are idempotent: run them again
+after a `pgqueue migrate` that adds tables, and `missing` tells which privileges a role lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+
+from pgqueue.store.rows import Granted
+from pgqueue.store.run import first
+from pgqueue.store.schema import SCHEMA
+from pgqueue.store.statements import Query
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Privileges on one object of schema pgqueue (or on the schema itself)."""
+
+    privileges: tuple[LiteralString, ...]
+    kind: LiteralString  # SCHEMA, TABLE or FUNCTION
+    name: str  # the object's name in schema pgqueue; for SCHEMA the schema's
+    columns: tuple[str, ...] = ()  # column privileges: the privileges on these columns only
+    argument_types: tuple[LiteralString, ...] = ()  # for FUNCTION
+
+    @property
+    def object_name(self) -> str:
+        """The object as the has_*_privilege functions take it (and as people read it): `pgqueue.jobs`."""
+        if self.kind == "SCHEMA":
+            return self.name
+        arguments = f"({', '.join(self.argument_types)})" if self.kind == "FUNCTION" else ""
+        return f"{SCHEMA}.{self.name}{arguments}"
+
+    def statement(self, role: str) -> sql.Composed:
+        if self.kind == "SCHEMA":
+            target: sql.Composable = sql.Identifier(self.name)
+        elif self.kind == "TABLE":
+            target = sql.Identifier(SCHEMA, self.name)
+        else:  # argument types are this module's constants: SQL as written
+            types = sql.SQL(", ").join(sql.SQL(t) for t in self.argument_types)
+            target = sql.SQL("{}({})").format(sql.Identifier(SCHEMA, self.name), types)
+        columns = sql.SQL("")
+        if self.columns:
+            columns = sql.SQL(" ({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in self.columns))
+        privileges = sql.SQL(", ").join(sql.Composed([sql.SQL(p), columns]) for p in self.privileges)
+        return sql.SQL("GRANT {} ON {} {} TO {}").format(privileges, sql.SQL(self.kind), target, sql.Identifier(role))
+
+
+_SCHEMA_USAGE = Grant(("USAGE",), "SCHEMA", SCHEMA)
+# Both roles also get: the id function, and the version table, so that `pgqueue migrate` run as either (in a deploy
+# step, say) succeeds when the schema is at head and fails with one line when it is not.
+_IDS_AND_VERSION = (
+    Grant(("EXECUTE",), "FUNCTION", "reserve_job_ids", argument_types=("integer",)),
+    Grant(("SELECT",), "TABLE", "alembic_version"),
+)
+
+APP_GRANTS: tuple[Grant, ...] = (
+    _SCHEMA_USAGE,
+    Grant(("INSERT",), "TABLE", "jobs"),
+    # RETURNING id; a dedup key's conflict check and its lookup of the job holding the key.
+    Grant(("SELECT",), "TABLE", "jobs", columns=("id", "status", "dedup_key")),
+    *_IDS_AND_VERSION,
+)
+
+WORKER_GRANTS: tuple[Grant, ...] = (
+    _SCHEMA_USAGE,
+    # Claims, acks, failures, rescue, cancel and retry-failed update; cron fires and handlers insert; pruning deletes.
+    Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "jobs"),
+    Grant(("SELECT", "INSERT", "UPDATE"), "TABLE", "schedules"),  # registered and advanced by every worker
+    Grant(("SELECT", "INSERT", "DELETE"), "TABLE", "schedule_fires"),  # one row per fire; pruned
+    Grant(("SELECT",), "TABLE", "queues"),  # a claim reads which queues are paused
+    Grant(("SELECT", "INSERT", "UPDATE"), "TABLE", "workers"),  # each worker's row: upserted, heartbeat, stopped
+    *_IDS_AND_VERSION,
+)
+
+
+def statements(*, app_role: str | None = None, worker_role: str | None = None) -> list[sql.Composed]:
+    """The GRANT statements for the given roles (either may be left out), in order."""
+    grants: list[sql.Composed] = []
+    for role, role_grants in ((app_role, APP_GRANTS), (worker_role, WORKER_GRANTS)):
+        if role is not None:
+            grants.extend(grant.statement(role) for grant in role_grants)
+    return grants
+
+
+def script(*, app_role: str | None = None, worker_role: str | None = None) -> str:
+    """The statements as SQL text, one per line, for `pgqueue grant --print` or a migration script of your own."""
+    return "".join(
+        f"{statement.as_string()};\n" for statement in statements(app_role=app_role, worker_role=worker_role)
+    )
+
+
+def apply(conn: psycopg.Connection[Any], *, app_role: str | None = None, worker_role: str | None = None) -> None:
+    """Run the statements in one transaction; `conn` must be the schema owner's (or a superuser's)."""
+    with conn.transaction():
+        for statement in statements(app_role=app_role, worker_role=worker_role):
+            conn.execute(statement)
+
+
+def missing(conn: psycopg.Connection[Any], *, app_role: str | None = None, worker_role: str | None = None) -> list[str]:
+    """The privileges the roles lack, one line each (`pgqueue_app: INSERT on pgqueue.jobs`); [] when none."""
+    lacking: list[str] = []
+    for role, role_grants in ((app_role, APP_GRANTS), (worker_role, WORKER_GRANTS)):
+        if role is not None:
+            lacking.extend(f"{role}: {line}" for line in _missing_for(conn, role, role_grants))
+    return lacking
+
+
+_HAS_PRIVILEGE: dict[str, LiteralString] = {
+    "SCHEMA": "SELECT has_schema_privilege(%(role)s, %(name)s, %(privilege)s)",
+    "TABLE": "SELECT has_table_privilege(%(role)s, %(name)s, %(privilege)s)",
+    "COLUMN": "SELECT has_column_privilege(%(role)s, %(name)s, %(column)s, %(privilege)s)",
+    "FUNCTION": "SELECT has_function_privilege(%(role)s, %(name)s, %(privilege)s)",
+}
+
+
+def _missing_for(conn: psycopg.Connection[Any], role: str, role_grants: Sequence[Grant]) -> list[str]:
+    lacking = []
+    for grant in role_grants:
+        for privilege in grant.privileges:
+            params = {"role": role, "name": grant.object_name, "privilege": privilege}
+            if not grant.columns:
+                row = first(conn, Query(_HAS_PRIVILEGE[grant.kind], params, Granted))
+                if not (row and row.granted):
+                    lacking.append(f"{privilege} on {grant.object_name}")
+                continue
+            for column in grant.columns:
+                row = first(conn, Query(_HAS_PRIVILEGE["COLUMN"], {**params, "column": column}, Granted))
+                if not (row and row.granted):
+                    lacking.append(f"{privilege} ({column}) on {grant.object_name}")
+    return lacking

@@ -1,0 +1,57 @@
+"""The SQL text, read once from the named blocks of every `*.sql` file in pgqueue/sql/: `QUERIES["claim"]`.
+
+The .sql files are the readable source (one block per statement, `-- name: NAME`, comments saying why); a
+name must be unique across the files, checked as they are loaded. Statements composed of others (the claim
+that also records outcomes) are put together here, so each piece keeps one definition.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import LiteralString, cast
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def parse(text: str, source: str = "<sql>") -> dict[str, LiteralString]:
+    """The named blocks of one file, their comment lines and final semicolon dropped."""
+    parts = _NAME.split(text)
+    queries: dict[str, LiteralString] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"{source}: statement {name!r} is defined twice")
+        lines = [line for line in body.strip().splitlines() if not line.lstrip().startswith("--")]
+        queries[name] = cast(LiteralString, "\n".join(lines).strip().rstrip(";"))
+    return queries
+
+
+def load(folder: Path = SQL_DIR) -> dict[str, LiteralString]:
+    """Every named block of every .sql file in `folder`; a name defined in two places is an error."""
+    queries: dict[str, LiteralString] = {}
+    where: dict[str, str] = {}
+    for path in sorted(folder.glob("*.sql")):
+        for name, query in parse(path.read_text(), path.name).items():
+            if name in queries:
+                raise ValueError(f"statement {name!r} is defined in both {where[name]} and {path.name}")
+            queries[name], where[name] = query, path.name
+    return queries
+
+
+def _with_outcomes(statement: LiteralString) -> LiteralString:
+    """`statement` preceded by the CTEs that record a worker's buffered starts and completions, so that a busy
+    worker writes them with its next claim in one statement. Composed rather than written out so that each
+    statement has one definition. The CTEs' row sets never overlap each other or the claim's (the worker
+    lists a job in one of them at most; the claim takes pending jobs only)."""
+    outcomes = f"WITH started AS (\n{QUERIES['record_starts']}\n),\ncompleted AS (\n{QUERIES['complete_jobs']}\n)"
+    if statement.startswith("WITH "):
+        return cast(LiteralString, f"{outcomes},\n{statement.removeprefix('WITH ')}")
+    return cast(LiteralString, f"{outcomes}\n{statement}")
+
+
+QUERIES: dict[str, LiteralString] = load()
+# Data-modifying CTEs always run to completion, read or not.
+QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
+QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])
+QUERIES["record_outcomes"] = _with_outcomes("SELECT 1")

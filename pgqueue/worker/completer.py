@@ -1,0 +1,213 @@
+"""The completer: the buffer of outcomes (handler starts, completions, failures) and its flush.
+
+Outcomes wait here for the next statement the worker sends anyway: a busy worker writes them with its next
+claim, in one statement (`flush_and_claim`); a quiet one writes them within ack_delay (`flush`). An outcome is
+forgotten only once it is written. One the database refuses costs only its own job: the batch is then written
+one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import psycopg.errors
+
+from pgqueue.store import statements
+from pgqueue.store.rows import Attempt, ClaimedJob
+from pgqueue.store.run import count_async, fetch_async, send_async
+from pgqueue.store.schema import JobStatus
+from pgqueue.store.statements import Failure
+from pgqueue.text import clip, first_line
+from pgqueue.worker.connection import MainConnection
+
+log = logging.getLogger("pgqueue.worker")
+
+# Errors that say "try the same statement again", not "this data cannot be written".
+TRANSIENT_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+@dataclass
+class Outcomes:
+    """Outcomes (and handler starts) waiting for the next batched write."""
+
+    # Handlers started and still running, with when they started (monotonic): written within ack_delay, so
+    # that a rescue can tell a job cut short from one that never started. A job that finishes first drops out
+    # (its completion or failure records the start).
+    started: dict[Attempt, float] = field(default_factory=dict)
+    completed: list[tuple[int, int, str | None]] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.started) + len(self.completed) + len(self.failed)
+
+    def ids(self) -> list[int]:
+        return [job_id for job_id, _ in self.started] + [row[0] for row in self.completed] + [f.id for f in self.failed]
+
+    def oldest_start(self) -> float | None:
+        return next(iter(self.started.values()), None)
+
+    def absorb(self, newer: Outcomes) -> None:
+        """Add what was buffered meanwhile (kept for the next write, after these)."""
+        self.started.update(newer.started)
+        self.completed.extend(newer.completed)
+        self.failed.extend(newer.failed)
+
+
+class Completer:
+    """Writes outcomes for one worker, through its main connection.
+
+    `on_lost(exc)` is awaited when the connection fails mid-write (it reconnects); `on_retry_due(run_at)` is told
+    when a failed job will be due again (epoch seconds), so the claim loop wakes for it.
+    """
+
+    def __init__(
+        self,
+        connection: MainConnection,
+        *,
+        worker_id: str,
+        lease: float,
+        queues: list[str] | None,
+        on_lost: Callable[[BaseException], Awaitable[None]],
+        on_retry_due: Callable[[float], None],
+    ) -> None:
+        self._connection = connection
+        self._worker_id = worker_id
+        self._lease = timedelta(seconds=lease)
+        self._queues = queues
+        self._on_lost = on_lost
+        self._on_retry_due = on_retry_due
+        self.pending = Outcomes()
+        self.stats = {"completed": 0, "failed": 0, "retried": 0}
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    # -- buffering --------------------------------------------------------------------------------------
+
+    def started(self, key: Attempt, at: float) -> None:
+        self.pending.started[key] = at
+
+    def forget_start(self, key: Attempt) -> None:
+        """The attempt's start need not be written (it ended, and its outcome records it; or it was stopped)."""
+        self.pending.started.pop(key, None)
+
+    def completed(self, job_id: int, attempt: int, result_json: str | None) -> None:
+        self.pending.completed.append((job_id, attempt, result_json))
+
+    def failed(self, failure: Failure) -> None:
+        self.pending.failed.append(failure)
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write what is buffered (nothing to do when nothing is)."""
+        if self.pending:
+            await self._write(None)
+
+    async def flush_and_claim(self, limit: int) -> list[ClaimedJob] | None:
+        """Write what is buffered and claim up to `limit` jobs, in one round trip.
+
+        None when nothing could be claimed: the database was unreachable (reconnected by then), or an outcome it
+        refused was written on its own."""
+        return await self._write(limit)
+
+    async def _write(self, limit: int | None) -> list[ClaimedJob] | None:
+        """`limit` None: write only (returns [])."""
+        try:
+            async with self._connection.round_trip() as conn:
+                outcomes, self.pending = self.pending, Outcomes()
+                try:
+                    if limit is not None and not outcomes.failed:
+                        # The common case: starts, acks (if any) and the claim as one statement. It costs a
+                        # busy worker less than a pipeline of two (measured: about 15% more jobs/s in a drain).
+                        claimed = await fetch_async(conn, self._claim(limit, outcomes))
+                        self.stats["completed"] += len(outcomes.completed)
+                        return claimed
+                    async with conn.pipeline():
+                        await self._write_outcomes(conn, outcomes)
+                        sent = await send_async(conn, self._claim(limit, Outcomes())) if limit is not None else None
+                    return await sent.rows() if sent is not None else []
+                except BaseException:
+                    outcomes.absorb(self.pending)  # kept for the next attempt
+                    self.pending = outcomes
+                    raise
+        except psycopg.OperationalError as exc:
+            await self._on_lost(exc)
+            return None
+        except TRANSIENT_ERRORS as exc:
+            log.info("writing outcomes: %s; trying again", first_line(exc))
+            return None
+        except psycopg.Error as exc:
+            if not self.pending:
+                raise  # the claim itself fails, not an outcome: nothing to retry it with
+            # Nothing of the statement was written. One outcome the database refuses (a value too big for it,
+            # say) must cost only its own job: write them one by one, failing the ones refused.
+            log.warning("writing outcomes failed (%s); writing them one by one", first_line(exc))
+            await self._write_one_by_one()
+            return None
+
+    def _claim(self, limit: int, outcomes: Outcomes) -> statements.Query[ClaimedJob]:
+        return statements.record_outcomes_and_claim(
+            worker_id=self._worker_id,
+            limit=limit,
+            lease=self._lease,
+            queues=self._queues,
+            started=outcomes.started,
+            completed=outcomes.completed,
+        )
+
+    async def _write_outcomes(self, conn: psycopg.AsyncConnection[Any], outcomes: Outcomes) -> None:
+        if outcomes.started or outcomes.completed:
+            command = statements.record_outcomes(
+                worker_id=self._worker_id, started=outcomes.started, completed=outcomes.completed
+            )
+            await count_async(conn, command)
+            self.stats["completed"] += len(outcomes.completed)
+        if outcomes.failed:
+            written = await fetch_async(conn, statements.fail_jobs(worker_id=self._worker_id, failures=outcomes.failed))
+            for failed in written:
+                if failed.status == JobStatus.PENDING:
+                    self.stats["retried"] += 1
+                    self._on_retry_due(float(failed.run_at))
+                else:
+                    self.stats["failed"] += 1
+
+    async def _write_one_by_one(self) -> None:
+        outcomes, self.pending = self.pending, Outcomes()
+        singles = [Outcomes(started=dict(outcomes.started))] if outcomes.started else []
+        singles += [Outcomes(completed=[done]) for done in outcomes.completed]
+        singles += [Outcomes(failed=[failed]) for failed in outcomes.failed]
+        for single in singles:
+            try:
+                async with self._connection.round_trip() as conn:
+                    await self._write_outcomes(conn, single)
+            except psycopg.OperationalError:
+                single.absorb(self.pending)  # written with the next flush, after the reconnect
+                self.pending = single
+            except psycopg.Error as exc:
+                refused = _refused(single, f"outcome could not be stored: {first_line(exc)}")
+                if refused is None:
+                    log.error("could not record job starts (%s)", first_line(exc))
+                    continue
+                log.warning("job %d attempt %d: %s", refused.id, refused.attempt, refused.error)
+                try:
+                    async with self._connection.round_trip() as conn:
+                        await self._write_outcomes(conn, Outcomes(failed=[refused]))
+                except psycopg.Error as again:
+                    log.error("job %d: could not record its failure either (%s)", refused.id, first_line(again))
+
+
+def _refused(single: Outcomes, error: str) -> Failure | None:
+    """The one outcome in `single` the database refused, as a permanent failure of its job."""
+    if single.completed:
+        job_id, attempt, _value = single.completed[0]
+        return Failure(job_id, attempt, False, timedelta(0), error, None)
+    if single.failed:
+        refused = single.failed[0]
+        return Failure(refused.id, refused.attempt, False, timedelta(0), clip(error, 2000), None)
+    return None

@@ -1,0 +1,191 @@
+"""The jobs running in this worker: starting a claimed job on its handler, recording how it ended, stopping
+an attempt that is no longer ours. The handler itself runs in executor.py; outcomes go to the completer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pgqueue.queue.tasks import Task
+from pgqueue.store.rows import Attempt, ClaimedJob
+from pgqueue.store.statements import Failure
+from pgqueue.text import printable, shown
+from pgqueue.worker.completer import Completer
+from pgqueue.worker.executor import HandlerThreads, JobContext, Outcome, failure, run_handler, unreadable_args
+from pgqueue.worker.rules import PREFETCH_BELOW_SECONDS, average_job_seconds
+
+log = logging.getLogger("pgqueue.worker")
+
+_ATTEMPTS_USED_UP = (
+    "attempt {job.attempt} is past max_attempts {job.max_attempts}: the job was made runnable with its attempts "
+    "used up (run `pgqueue retry-failed`, which resets them, to run it again)"
+)
+
+
+@dataclass
+class RunningJob:
+    id: int
+    attempt: int
+    max_attempts: int
+    task_name: str
+    context: JobContext
+    handle: asyncio.Task[None] | None = None
+    stopped: bool = False  # cancelled by a user, rescued elsewhere, superseded or handed back: record nothing
+
+    @property
+    def key(self) -> Attempt:
+        return (self.id, self.attempt)
+
+
+class Slots:
+    """At most `concurrency` jobs at once. `on_free()` is called as each slot frees (the claim loop refills it)."""
+
+    def __init__(
+        self,
+        tasks: dict[str, Task],
+        completer: Completer,
+        *,
+        concurrency: int,
+        on_free: Callable[[], None],
+    ) -> None:
+        self._tasks = tasks
+        self._completer = completer
+        self.threads: HandlerThreads | None = None  # the event loop's, set when the worker starts
+        self.concurrency = concurrency
+        self._on_free = on_free
+        self.running: dict[int, RunningJob] = {}
+        self.job_seconds = PREFETCH_BELOW_SECONDS  # moving average of handler run times; prefetch when short
+
+    def __len__(self) -> int:
+        return len(self.running)
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self.running)
+
+    def start(self, claimed: ClaimedJob) -> None:
+        context = JobContext(
+            id=claimed.id,
+            task=claimed.task,
+            queue=claimed.queue,
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+        )
+        job = RunningJob(claimed.id, claimed.attempt, claimed.max_attempts, claimed.task, context)
+        previous = self.running.get(job.id)
+        if previous is not None:
+            # Its lease lapsed while it still ran here (an outage, a stalled loop), it was rescued, and now we
+            # claimed it again: the older attempt is superseded and must not disturb this one.
+            self.stop(previous, f"superseded by attempt {job.attempt}: its lease had lapsed")
+            self._completer.forget_start(previous.key)
+        if claimed.attempt > claimed.max_attempts:
+            # Only hand-written SQL gets a job here (a pending row whose attempts are used up).
+            self._record(job, Outcome(ok=False, error=_ATTEMPTS_USED_UP.format(job=job), permanent=True))
+            return
+        try:
+            args = json.loads(claimed.args_text)
+        except (ValueError, RecursionError) as exc:
+            self._record(job, Outcome(ok=False, error=unreadable_args(exc), permanent=True))
+            return
+        self.running[job.id] = job
+        self._completer.started(job.key, time.monotonic())
+        log.debug("job %d %s attempt %d started", job.id, shown(job.task_name), job.attempt)
+        job.handle = asyncio.create_task(self._run(job, args), name=f"pgqueue-job-{job.id}")
+
+    async def _run(self, job: RunningJob, args: Any) -> None:
+        assert self.threads is not None
+        task = self._tasks.get(job.task_name)
+        started = time.monotonic()
+        try:
+            outcome = await run_handler(task, job.task_name, args, job.context, self.threads)
+        except asyncio.CancelledError:
+            outcome = None
+        except BaseException as exc:
+            # run_handler catches everything, but CPython lets a GeneratorExit raised through a future skip
+            # the except clauses of some awaiting frames; it must fail the attempt, not leave it running.
+            outcome = failure(exc)
+        finally:
+            self.job_seconds = average_job_seconds(self.job_seconds, time.monotonic() - started)
+            if self.running.get(job.id) is job:  # not superseded by a newer attempt meanwhile
+                del self.running[job.id]
+            self._on_free()
+        if outcome is None or job.stopped:
+            self._completer.forget_start(job.key)
+            return
+        self._record(job, outcome)
+
+    def _record(self, job: RunningJob, outcome: Outcome) -> None:
+        self._completer.forget_start(job.key)  # the outcome's write records the start too
+        if outcome.ok:
+            self._completer.completed(job.id, job.attempt, outcome.result_json)
+            log.debug("job %d %s attempt %d completed", job.id, shown(job.task_name), job.attempt)
+            return
+        task = self._tasks.get(job.task_name)
+        retry = not outcome.permanent and job.attempt < job.max_attempts
+        delay = timedelta(seconds=task.retry.delay(job.attempt)) if retry and task else timedelta(0)
+        error = outcome.error or "error"
+        self._completer.failed(Failure(job.id, job.attempt, retry, delay, error, outcome.traceback))
+        if retry:
+            log.info(
+                "job %d %s attempt %d/%d failed, retry in %.1f s: %s",
+                job.id,
+                shown(job.task_name),
+                job.attempt,
+                job.max_attempts,
+                delay.total_seconds(),
+                printable(error),
+            )
+        else:
+            log.warning(
+                "job %d %s attempt %d/%d failed for good: %s",
+                job.id,
+                shown(job.task_name),
+                job.attempt,
+                job.max_attempts,
+                printable(error),
+            )
+
+    def stop(self, job: RunningJob, reason: str) -> None:
+        """The attempt is no longer ours (cancelled, rescued elsewhere, superseded): stop it and record nothing."""
+        if job.stopped:
+            return
+        job.stopped = True
+        job.context.cancel()
+        if job.handle is not None:
+            job.handle.cancel()
+        log.info("job %d %s attempt %d stopped: %s", job.id, shown(job.task_name), job.attempt, reason)
+
+    def stop_lost(self, lost: list[Attempt], reason: str) -> None:
+        """Stop the running attempts among `lost` (the lease renewal found them no longer ours)."""
+        for job_id, attempt in lost:
+            job = self.running.get(job_id)
+            if job is not None and job.attempt == attempt:
+                self.stop(job, reason)
+                self._completer.forget_start(job.key)
+
+    def stop_all(self, reason: str) -> list[RunningJob]:
+        """Stop every running attempt (to hand them back); returns them."""
+        jobs = [job for job in self.running.values() if not job.stopped]
+        for job in jobs:
+            self.stop(job, reason)
+            self._completer.forget_start(job.key)
+        return jobs
+
+    def held(self) -> list[Attempt]:
+        """The running attempts (called from the lease thread: list() copies the dict's values in one step)."""
+        return [job.key for job in list(self.running.values()) if not job.stopped]
+
+    def async_jobs(self) -> str:
+        """For the stall warning (called from the lease thread): one of these holds the event loop."""
+        names = [
+            f"job {job.id} {shown(job.task_name)} (attempt {job.attempt})"
+            for job in list(self.running.values())
+            if (task := self._tasks.get(job.task_name)) is not None and task.is_async
+        ]
+        return ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")

@@ -1,0 +1,272 @@
+"""The worker: wires its parts together, runs until stopped, hands back what it cannot finish.
+
+One asyncio loop per process with three connections: the main one (claims, acks, maintenance, the scheduler;
+one statement at a time: connection.py), LISTEN (listener.py) and lease renewal (its own thread: leases.py).
+The claim loop is producer.py, the running jobs slots.py, the outcome buffer completer.py; sync handlers run
+on daemon threads (executor.py). docs/architecture.md draws how they talk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import socket
+import uuid
+from typing import Any
+
+import psycopg
+
+from pgqueue.cron.scheduler import Scheduler
+from pgqueue.queue.queue import Queue
+from pgqueue.settings import WorkerSettings
+from pgqueue.store import statements
+from pgqueue.store.rows import Attempt, ClaimedJob
+from pgqueue.store.run import fetch_async
+from pgqueue.text import first_line, shown
+from pgqueue.worker.completer import Completer
+from pgqueue.worker.connection import MainConnection, Outages
+from pgqueue.worker.executor import HandlerThreads
+from pgqueue.worker.leases import LeaseKeeper
+from pgqueue.worker.listener import Listener
+from pgqueue.worker.maintenance import Maintenance
+from pgqueue.worker.producer import Producer
+from pgqueue.worker.slots import RunningJob, Slots
+from pgqueue.worker.stopping import Stopping
+
+log = logging.getLogger("pgqueue.worker")
+
+HANDED_BACK = "interrupted: worker stopped before the job finished (attempt not counted)"
+NOT_OURS = "no longer held by this worker (cancelled, rescued or claimed again)"
+
+
+class Worker:
+    def __init__(self, queue: Queue, settings: WorkerSettings | None = None, *, dsn: str | None = None) -> None:
+        self.queue = queue
+        self.settings = settings or WorkerSettings()
+        self.dsn = dsn or queue.dsn
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        settings = self.settings
+        self._stopping = Stopping(settings.grace_period)
+        self._outages = Outages()
+        self.connection = MainConnection(
+            self.dsn,
+            lease=settings.lease,
+            reconnect_max_delay=settings.reconnect_max_delay,
+            outages=self._outages,
+            after_reconnect=self._release_unknown_jobs,
+        )
+        self.completer = Completer(
+            self.connection,
+            worker_id=self.id,
+            lease=settings.lease,
+            queues=settings.queues,
+            on_lost=self._reconnect,
+            on_retry_due=lambda run_at: self.producer.note_due(run_at),
+        )
+        self._maintenance = Maintenance(self.connection, retention=settings.retention)
+        self._slots = Slots(
+            queue.tasks,
+            self.completer,
+            concurrency=settings.concurrency,
+            on_free=lambda: self.producer.on_slot_free(),
+        )
+        self.producer = Producer(
+            settings,
+            self._slots,
+            self.completer,
+            self.connection,
+            self._stopping,
+            on_lost=self._reconnect,
+            rescue=self._maintenance.rescue_lost_jobs,
+        )
+        self._leases: LeaseKeeper | None = None
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.completer.stats
+
+    @property
+    def prefetched(self) -> collections.deque[ClaimedJob]:
+        """The jobs claimed ahead of a free slot."""
+        return self.producer.prefetched
+
+    def run(self) -> None:
+        """Run until stopped by SIGINT/SIGTERM (or, with burst, until nothing is runnable)."""
+        asyncio.run(self.run_async(install_signal_handlers=True))
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get the grace period. A second call hands them back at once."""
+        self._stopping.request()
+        self.producer.wake(claim=False)
+
+    def wake(self, *, claim: bool = True) -> None:
+        """Look at the table now (as a notification would make it)."""
+        self.producer.wake(claim=claim)
+
+    async def run_async(self, *, install_signal_handlers: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        threads = self._slots.threads = HandlerThreads(loop)
+        if install_signal_handlers:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+        await self.connection.open()
+        self._leases = LeaseKeeper(
+            self.dsn,
+            self.id,
+            self.settings.lease,
+            loop,
+            held=self._held_attempts,
+            on_lost=self._on_attempts_lost,
+            stalled_jobs=self._slots.async_jobs,
+        )
+        self._leases.start()
+        backgrounds = [
+            asyncio.create_task(self._listener().run(), name="pgqueue-listen"),
+            asyncio.create_task(self._housekeeping(), name="pgqueue-housekeeping"),
+        ]
+        if self.queue.schedules:
+            # Every worker runs the scheduler: each fire is claimed in the database, so no leader is needed.
+            scheduler = Scheduler(self.queue.schedules, self.connection, retention=self.settings.retention)
+            backgrounds.append(asyncio.create_task(scheduler.run(), name="pgqueue-scheduler"))
+        log.info(
+            "worker %s started: queues=%s concurrency=%d",
+            self.id,
+            ",".join(map(shown, self.settings.queues)) if self.settings.queues else "*",
+            self.settings.concurrency,
+        )
+        try:
+            await self.producer.run()
+            await self._drain_on_stop()
+        finally:
+            for background in backgrounds:
+                background.cancel()
+            await asyncio.gather(*backgrounds, return_exceptions=True)
+            self._leases.stop()
+            threads.shutdown()
+            await self.connection.close()
+            if install_signal_handlers:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
+        log.info(
+            "worker %s stopped: %d completed, %d retried, %d failed",
+            self.id,
+            self.stats["completed"],
+            self.stats["retried"],
+            self.stats["failed"],
+        )
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._stopping.requested:
+            log.warning("%s again: handing running jobs back now", name)
+        else:
+            running = len(self._slots.running)
+            log.info("%s: no new jobs; %d running get %.0f s to finish", name, running, self.settings.grace_period)
+        self.stop()
+
+    # -- wiring -----------------------------------------------------------------------------------
+
+    def _listener(self) -> Listener:
+        producer = self.producer
+        return Listener(
+            self.settings.listen_dsn or self.dsn,
+            poll_interval=self.settings.poll_interval,
+            lease=self.settings.lease,
+            reconnect_max_delay=self.settings.reconnect_max_delay,
+            outages=self._outages,
+            on_jobs=producer.on_jobs,
+            # Which jobs are cancelled is for the table to say: renew now, and the renewal's answer stops any
+            # attempt that is no longer ours. A forged message costs one statement.
+            on_cancel=lambda: self._leases.renew_now() if self._leases is not None else None,
+            on_listening=producer.on_listening,
+            on_lost=producer.wake,
+        )
+
+    async def _housekeeping(self) -> None:
+        await self._maintenance.run(self.settings.maintenance_interval or 15.0, self._outages.lost)
+
+    async def _reconnect(self, exc: BaseException) -> None:
+        """The main connection failed: reconnect with backoff, woken early by a stop request or a finished job.
+
+        A stopping worker waits for the database no longer than its grace period: what it could not write is
+        then left to the rescue, as for a worker that was killed."""
+
+        def keep_trying() -> bool:
+            busy = not self._stopping.requested or bool(self._slots.running) or bool(self.completer)
+            return busy and not self._stopping.past_deadline()
+
+        async def pause(seconds: float) -> None:
+            await self.producer.sleep_until_woken(self._stopping.clip(seconds))
+
+        if await self.connection.reconnect(exc, keep_trying=keep_trying, pause=pause):
+            self.producer.claim_soon()
+
+    async def _release_unknown_jobs(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """After a reconnect: the server may have committed a claim whose answer was lost with the connection.
+        Jobs the table says we hold but we do not know of go back to pending now, their attempt not charged,
+        instead of waiting out their lease and being charged as lost."""
+        held = {job_id for job_id, _attempt in self._held_attempts()} | set(self.completer.pending.ids())
+        released = await fetch_async(conn, statements.release_unknown_jobs(worker_id=self.id, held=held))
+        count = sum(row.released for row in released)
+        if count:
+            log.warning("released %d job(s) claimed by a statement whose answer was lost in the outage", count)
+
+    # -- leases ---------------------------------------------------------------------------------
+
+    def _held_attempts(self) -> list[Attempt]:
+        """The attempts whose leases we keep: running and claimed ahead (called from the lease thread)."""
+        return self._slots.held() + self.producer.held()
+
+    def _on_attempts_lost(self, lost: list[Attempt]) -> None:
+        """The lease renewal did not find these attempts ours any more (cancelled, rescued, claimed again)."""
+        self._slots.stop_lost(lost, NOT_OURS)
+        self.producer.drop_prefetched(set(lost), NOT_OURS)
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    async def _drain_on_stop(self) -> None:
+        prefetched = self.producer.take_prefetched()
+        await self._release([claimed.key for claimed in prefetched], None, "prefetched")
+        # Without a deadline (a burst worker done by itself) nothing is running: there is nothing to wait for.
+        while self._slots.running and self._stopping.deadline is not None and not self._stopping.past_deadline():
+            await self.producer.sleep_until_woken(self._stopping.clip(0.2))
+            await self.completer.flush()
+        await self.completer.flush()
+        if self._slots.running:
+            await self._hand_back()
+        if self.completer:
+            log.warning(
+                "could not write %d outcome(s): the database is unreachable; their jobs are rescued once their "
+                "leases expire",
+                len(self.completer.pending.completed) + len(self.completer.pending.failed),
+            )
+
+    async def _release(self, attempts: list[Attempt], reason: str | None, what: str) -> None:
+        """Jobs (claimed ahead, or cut short) go back to pending at once, their attempt not counted."""
+        if not attempts:
+            return
+        try:
+            released = await self.connection.fetch(
+                statements.release_jobs(worker_id=self.id, attempts=attempts, reason=reason)
+            )
+        except psycopg.OperationalError as exc:
+            log.warning(
+                "could not hand back %d %s job(s) (%s); they run again once their lease expires",
+                len(attempts),
+                what,
+                first_line(exc),
+            )
+            return
+        log.info("handed %d %s job(s) back to the queue", sum(row.released for row in released), what)
+
+    async def _hand_back(self) -> None:
+        """Past the grace period: unfinished jobs go back to pending now; the interruption is recorded in their
+        error history but the attempt is not counted (a deploy must not use up a job's attempts)."""
+        jobs: list[RunningJob] = self._slots.stop_all("handed back: worker stopping")
+        await self.completer.flush()
+        await self._release([job.key for job in jobs], HANDED_BACK, "unfinished")
