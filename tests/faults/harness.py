@@ -60,7 +60,8 @@ def _pg_commands() -> Any:
 class PrivateServer:
     """A PostgreSQL server of the tests' own on a TCP port of 127.0.0.1, so that they may restart it."""
 
-    def __init__(self) -> None:
+    def __init__(self, listen: list[str] | None = None) -> None:
+        self.listen = listen or ["127.0.0.1"]  # the first is the address of dsn()
         self._commands = _pg_commands()
         self.base = Path(tempfile.mkdtemp(prefix="pgqueue-faults-"))
         self.base.chmod(0o755)
@@ -78,12 +79,18 @@ class PrivateServer:
         )
 
     def dsn(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql://postgres@{self.listen[0]}:{self.port}/{dbname}"
+
+    def trust(self, network: str) -> None:
+        """Let clients of `network` (CIDR) in without a password, as initdb's trust does for loopback."""
+        with (self.pgdata / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {network} trust\n")
 
     def start(self) -> None:
         # No Unix socket: every client goes through TCP, like a remote server (and through a proxy when asked).
         # fsync off: the faults kill processes, never the machine, so the OS cache keeps what was written.
-        options = f"-h 127.0.0.1 -p {self.port} -k '' -c fsync=off -c max_connections=200"
+        addresses = ",".join(self.listen)
+        options = f"-h {addresses} -p {self.port} -k '' -c fsync=off -c max_connections=200"
         self._pg_ctl(["-w", "-t", "60", "-l", str(self.log), "-o", options, "start"])
 
     def stop(self, mode: str = "fast") -> None:
@@ -143,7 +150,12 @@ class PgBouncer:
         wait_until(self._accepts, timeout=20, what="pgbouncer listening")
 
     def dsn(self, dbname: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql://postgres@{self.listen[0]}:{self.port}/{dbname}"
+
+    def trust(self, network: str) -> None:
+        """Let clients of `network` (CIDR) in without a password, as initdb's trust does for loopback."""
+        with (self.pgdata / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {network} trust\n")
 
     def log_text(self) -> str:
         path = self.base / "pgbouncer.log"
