@@ -1,0 +1,189 @@
+"""Where an idle worker's pick-up time goes: per-stage timestamps of each job, from the enqueue call to the
+handler's first line.
+
+    .venv/bin/python benchmarks/tail.py [--dsn DSN] [--jobs 200] [--gap 0.05]
+
+One worker process (the same Worker that `pgqueue work` runs) is started with its listener and claim calls
+wrapped to stamp the time; the orchestrator enqueues one job at a time, `--gap` seconds apart, and stamps
+the call and its return (the commit). Per job the stages are:
+
+    commit       enqueue call -> enqueue returned (INSERT, trigger, commit)
+    notify       enqueue returned -> the worker's listener handed the NOTIFY over
+    wake         NOTIFY handed over -> the claim statement sent
+    claim        claim sent -> its rows back (one round trip: the buffered acks and the claim)
+    start        rows back -> the handler's first line
+    total        enqueue call -> the handler's first line
+
+It also samples the worker's event loop every millisecond and prints its stalls (a wake-up later than 2 ms):
+a stall that overlaps a pick-up shows up in that job's `wake` or `start`. Clocks: CLOCK_MONOTONIC, shared by
+all processes of the machine. This is a diagnostic, not a contest: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pgqueue import Queue, WorkerSettings  # noqa: E402
+from pgqueue.store import migrate  # noqa: E402
+
+STAGES = ("commit", "notify", "wake", "claim", "start", "total")
+LOOP_SAMPLE = 0.001  # seconds between event-loop samples
+STALL = 0.002  # a sample this late counts as a stall
+
+
+# -- the worker side ---------------------------------------------------------------------------------------
+
+
+def run_worker(dsn: str, out: Path) -> None:
+    """Run one worker with stamped listener and claim calls until SIGTERM, then write the stamps to `out`."""
+    from pgqueue.worker.completer import Completer
+    from pgqueue.worker.listener import Listener
+    from pgqueue.worker.worker import Worker
+
+    stamps: dict[str, list[Any]] = {"heard": [], "claims": [], "starts": [], "stalls": []}
+    heard = Listener._heard
+    flush_and_claim = Completer.flush_and_claim
+
+    def stamped_heard(self: Listener, channel: str, payload: str) -> None:
+        stamps["heard"].append(time.monotonic())
+        heard(self, channel, payload)
+
+    async def stamped_claim(self: Completer, limit: int) -> Any:
+        sent = time.monotonic()
+        claimed = await flush_and_claim(self, limit)
+        stamps["claims"].append((sent, time.monotonic(), len(claimed or ())))
+        return claimed
+
+    Listener._heard = stamped_heard  # type: ignore[method-assign]
+    Completer.flush_and_claim = stamped_claim  # type: ignore[method-assign]
+
+    queue = Queue(dsn)
+
+    @queue.task(name="stamp")
+    async def stamp(n: int) -> None:
+        stamps["starts"].append((n, time.monotonic()))
+
+    async def sample_loop() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LOOP_SAMPLE)
+            late = time.monotonic() - before - LOOP_SAMPLE
+            if late > STALL:
+                stamps["stalls"].append((before, late))
+
+    async def main() -> None:
+        worker = Worker(queue, WorkerSettings(concurrency=16), dsn=dsn)
+        sampler = asyncio.create_task(sample_loop())
+        try:
+            await worker.run_async(install_signal_handlers=True)
+        finally:
+            sampler.cancel()
+
+    asyncio.run(main())
+    out.write_text(json.dumps(stamps))
+
+
+# -- the orchestrator ----------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def breakdown(calls: dict[int, tuple[float, float]], stamps: dict[str, list[Any]]) -> dict[str, list[float]]:
+    """Each job's stage durations (ms); jobs are one at a time, so each stage is the first stamp after the last."""
+    heard = sorted(stamps["heard"])
+    claims = sorted((sent, back) for sent, back, count in stamps["claims"] if count)
+    starts = dict((int(n), at) for n, at in stamps["starts"])
+    stages: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    for n, (called, returned) in sorted(calls.items()):
+        started = starts.get(n)
+        heard_at = next((at for at in heard if at >= called), None)
+        claim = next(((sent, back) for sent, back in claims if back <= (started or 0) and back >= called), None)
+        if started is None or heard_at is None or claim is None:
+            continue
+        # The NOTIFY can beat the enqueue's return (the commit is sent before psycopg returns): clamp at 0.
+        points = [called, returned, max(heard_at, returned), max(claim[0], heard_at), claim[1], started]
+        for stage, (a, b) in zip(STAGES, itertools.pairwise(points), strict=False):
+            stages[stage].append(max(0.0, b - a) * 1000)
+        stages["total"].append((started - called) * 1000)
+    return stages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", default=os.environ.get("PGQUEUE_DSN", "postgresql://postgres@127.0.0.1/postgres"))
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--gap", type=float, default=0.05, help="seconds between enqueues")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run the worker side, stamps to this file
+    options = parser.parse_args()
+    if options.worker:
+        run_worker(options.dsn, Path(options.worker))
+        return
+
+    name = f"pgqueue_tail_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(options.dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = psycopg.conninfo.make_conninfo(options.dsn, dbname=name)
+    out = Path(tempfile.mkdtemp(prefix="pgqueue-tail-")) / "stamps.json"
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        migrate.upgrade(dsn)
+        worker = subprocess.Popen([sys.executable, __file__, "--dsn", dsn, "--worker", str(out)], cwd=ROOT)
+        queue = Queue(dsn)
+        queue.task(name="stamp")(lambda n: None)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + 30
+            while not conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN%%'").fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the worker did not start listening within 30 s")
+                time.sleep(0.05)
+        time.sleep(0.5)
+        calls: dict[int, tuple[float, float]] = {}
+        for n in range(options.jobs):
+            called = time.monotonic()
+            queue.enqueue("stamp", {"n": n})
+            calls[n] = (called, time.monotonic())
+            time.sleep(options.gap)
+        time.sleep(0.5)
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(30)
+        with psycopg.connect(options.dsn, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    stamps = json.loads(out.read_text())
+    stages = breakdown(calls, stamps)
+    print(f"{len(stages['total'])} of {options.jobs} jobs traced, {options.gap * 1000:g} ms apart (ms)")
+    print(f"{'stage':8} {'p50':>7} {'p90':>7} {'p99':>7} {'max':>7}")
+    for stage in STAGES:
+        values = stages[stage]
+        if values:
+            row = [percentile(values, q) for q in (0.5, 0.9, 0.99)] + [max(values)]
+            print(f"{stage:8} " + " ".join(f"{v:7.2f}" for v in row))
+    stalls = [late * 1000 for _, late in stamps["stalls"]]
+    span = options.jobs * options.gap
+    print(f"event-loop stalls over {STALL * 1000:g} ms: {len(stalls)} in {span:.0f} s", end="")
+    print(f", longest {max(stalls):.1f} ms" if stalls else "")
+
+
+if __name__ == "__main__":
+    main()
