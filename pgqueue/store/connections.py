@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import select
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, LiteralString
 
 import psycopg
@@ -14,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pgqueue.errors import InvalidJobError
 from pgqueue.store import django as django_integration
 from pgqueue.store import statements
+from pgqueue.store.errors import schema_error
 
 # TCP keepalives make a silently dead connection (a cut cable, a vanished host) fail in about
 # 20 s instead of hanging for the kernel's two hours; they cost no statements.
@@ -51,7 +53,8 @@ def execute_in(connection: Any, query: LiteralString, params: Mapping[str, Any] 
     if django_integration.is_django_connection(connection):
         return django_integration.execute(connection, query, params)
     sa_connection = _sqlalchemy_connection(connection)
-    return sa_connection.exec_driver_sql(query, params).fetchall()
+    with _sqlalchemy_schema_errors():
+        return sa_connection.exec_driver_sql(query, params).fetchall()
 
 
 async def execute_in_async(connection: Any, query: LiteralString, params: Mapping[str, Any] | None) -> Sequence[Any]:
@@ -67,7 +70,8 @@ async def execute_in_async(connection: Any, query: LiteralString, params: Mappin
         connection = await connection.connection()
     if isinstance(connection, AsyncConnection):
         _check_driver(connection.dialect.driver)
-        result = await connection.exec_driver_sql(query, params)
+        with _sqlalchemy_schema_errors():
+            result = await connection.exec_driver_sql(query, params)
         return result.fetchall()
     if isinstance(connection, psycopg.Connection):
         return execute_in(connection, query, params)
@@ -87,6 +91,21 @@ def _sqlalchemy_connection(connection: Any) -> Any:
         )
     _check_driver(connection.dialect.driver)
     return connection
+
+
+@contextmanager
+def _sqlalchemy_schema_errors() -> Iterator[None]:
+    """SQLAlchemy wraps the driver's error: a missing or outdated schema gets the same one clear error as on a
+    psycopg connection (other errors stay SQLAlchemy's, which the caller's code expects)."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        mapped = schema_error(exc.orig) if exc.orig is not None else None
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def _check_driver(driver: str) -> None:

@@ -195,6 +195,34 @@ def test_missing_schema_is_one_clear_error(empty_dsn: str) -> None:
     q.close()
 
 
+def test_missing_schema_is_one_clear_error_through_sqlalchemy(empty_dsn: str) -> None:
+    """SQLAlchemy wraps the driver's UndefinedTable; the caller still gets SchemaMissingError, sync and async."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from pgqueue import SchemaMissingError
+
+    q = Queue(empty_dsn)
+    q.task(name="t")(lambda: None)
+    engine = sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(empty_dsn))
+    with engine.connect() as conn, pytest.raises(SchemaMissingError, match="pgqueue migrate"):
+        q.enqueue("t", connection=conn)
+    engine.dispose()
+
+    async def enqueue_async() -> None:
+        async_engine = create_async_engine(
+            "postgresql+psycopg://", async_creator=lambda: psycopg.AsyncConnection.connect(empty_dsn)
+        )
+        try:
+            async with async_engine.connect() as conn:
+                await q.enqueue_async("t", connection=conn)
+        finally:
+            await async_engine.dispose()
+
+    with pytest.raises(SchemaMissingError, match="pgqueue migrate"):
+        asyncio.run(enqueue_async())
+    q.close()
+
+
 def test_dedup_key_one_live_job_per_key(queue: Queue, dsn: str, db: psycopg.Connection) -> None:
     first = queue.enqueue("generate_invoice", {"order_id": 1}, dedup_key="invoice-1")
     again = queue.enqueue("generate_invoice", {"order_id": 1}, dedup_key="invoice-1")
