@@ -66,7 +66,7 @@ class Worker:
             on_lost=self._reconnect,
             on_retry_due=lambda run_at: self.producer.note_due(run_at),
         )
-        self._maintenance = Maintenance(self.connection, retention=settings.retention)
+        self._maintenance = Maintenance(self.connection, retention=settings.retention, dsn=self.dsn)
         self._slots = Slots(
             queue.tasks,
             self.completer,
