@@ -173,6 +173,7 @@ def _overview_values(dashboard: Dashboard) -> dict[str, Any]:
         "chart": chart.build(view.minutes),
         "recent_cap": data.RECENT_CAP,
         "dead_after": data.DEAD_AFTER,
+        "dead_after_beats": data.DEAD_AFTER_BEATS,
     }
 
 

@@ -19,7 +19,11 @@ from pgqueue.store.queries import QUERIES
 
 RECENT_CAP = 20_000  # finished jobs read per overview at most (the last hour's counts and chart)
 WORKERS_SHOWN = 200
-DEAD_AFTER = 60.0  # seconds without a heartbeat after which a worker counts as dead (default lease 30 s, beat 15 s)
+# A worker counts as dead once silent for DEAD_AFTER_BEATS of its heartbeat intervals (the row says how long one
+# is): a beat may come 10 % late by design and wait behind a claim; three missed in a row is not a hiccup.
+DEAD_AFTER_BEATS = 3
+DEAD_AFTER = 60.0  # seconds, for rows that do not say their interval (written before migration 0007)
+QUEUES_SHOWN = 50  # queue names per worker; dashboard.sql clips to this
 NAME_CLIP = 1_000
 JSON_CLIP = 100_000
 TEXT_CLIP = 10_000
@@ -71,19 +75,30 @@ class WorkerRow:
     id: str
     host: str
     pid: int
-    queues: list[str] | None
+    queues: list[str] | None  # None: all queues
+    queues_total: int  # how many the row names (at most QUEUES_SHOWN are in `queues`)
     concurrency: int
     running: int
-    started_at: datetime
-    heartbeat_at: datetime
+    started_at: datetime | None  # None only in a hand-written row (an infinite time)
+    heartbeat_at: datetime | None
     stopped_at: datetime | None
-    silent_seconds: float
+    silent_seconds: float | None
+    heartbeat_interval: float | None  # seconds between its heartbeats; None in rows of workers before 0007
+
+    @property
+    def dead_after(self) -> float:
+        """Seconds of silence after which this worker counts as dead: a few of its own heartbeat intervals."""
+        if self.heartbeat_interval is None:
+            return DEAD_AFTER
+        return DEAD_AFTER_BEATS * self.heartbeat_interval
 
     @property
     def state(self) -> str:
         if self.stopped_at is not None:
             return "stopped"
-        return "dead" if self.silent_seconds > DEAD_AFTER else "alive"
+        if self.silent_seconds is None:
+            return "dead"  # a heartbeat no clock reaches: no worker wrote it
+        return "dead" if self.silent_seconds > self.dead_after else "alive"
 
 
 @dataclass(frozen=True)
@@ -257,12 +272,14 @@ def overview(conn: psycopg.Connection[Any], *, recent_cap: int = RECENT_CAP) -> 
             host=row[1],
             pid=int(row[2]),
             queues=list(row[3]) if row[3] is not None else None,
-            concurrency=int(row[4]),
-            running=int(row[5]),
-            started_at=row[6],
-            heartbeat_at=row[7],
-            stopped_at=row[8],
-            silent_seconds=max(0.0, float(row[9])),
+            queues_total=int(row[4]),
+            concurrency=int(row[5]),
+            running=int(row[6]),
+            started_at=row[7],
+            heartbeat_at=row[8],
+            stopped_at=row[9],
+            silent_seconds=max(0.0, float(row[10])) if row[10] is not None else None,
+            heartbeat_interval=float(row[11]) if row[11] is not None else None,
         )
         for row in conn.execute(QUERIES["dashboard_workers"], {"limit": WORKERS_SHOWN})
     ]

@@ -57,9 +57,24 @@ ORDER BY name
 LIMIT 1000;
 
 -- name: dashboard_workers
--- The registry's rows heard from in the last hour (workers_heartbeat_idx), newest heartbeat first.
-SELECT id, host, pid, queues, concurrency, running, started_at, heartbeat_at, stopped_at,
-       extract(epoch FROM now() - heartbeat_at) AS silent_seconds
+-- The registry's rows heard from in the last hour (workers_heartbeat_idx), newest heartbeat first. Anyone who can
+-- write the table can write anything into it, so every value is made safe to show here: texts clipped, at most
+-- 50 queue names each (and how many there are), a NULL name shown as such, infinite times (which would make
+-- the age arithmetic fail) as NULL, an interval no worker writes as NULL.
+SELECT left(id, 200) AS id, left(host, 200) AS host, pid,
+       CASE WHEN queues IS NOT NULL THEN coalesce(
+           (SELECT array_agg(left(coalesce(name, '(null)'), 200) ORDER BY n)
+            FROM (SELECT name, n FROM unnest(queues) WITH ORDINALITY AS q(name, n) ORDER BY n LIMIT 50) AS first),
+           ARRAY[]::text[]
+       ) END AS queues,
+       coalesce(cardinality(queues), 0) AS queues_total,
+       concurrency, running,
+       CASE WHEN isfinite(started_at) THEN started_at END AS started_at,
+       CASE WHEN isfinite(heartbeat_at) THEN heartbeat_at END AS heartbeat_at,
+       CASE WHEN isfinite(stopped_at) THEN stopped_at END AS stopped_at,
+       CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at) END AS silent_seconds,
+       CASE WHEN heartbeat_interval > 0 AND heartbeat_interval <= 86400 THEN heartbeat_interval END
+           AS heartbeat_interval
 FROM pgqueue.workers
 WHERE heartbeat_at > now() - interval '1 hour'
 ORDER BY heartbeat_at DESC, id

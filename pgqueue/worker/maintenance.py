@@ -1,4 +1,5 @@
-"""Rescue of jobs whose worker vanished, and pruning of finished jobs past their retention."""
+"""Rescue of jobs whose worker vanished, and pruning of finished jobs past their retention; the rescue carries the
+worker's heartbeat in the registry (worker/registry.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from datetime import timedelta
 import psycopg
 
 from pgqueue.store import statements
+from pgqueue.store.rows import Rescued
 from pgqueue.store.run import AsyncRunner
 from pgqueue.store.schema import JobStatus
+from pgqueue.worker.registry import Refusal, Registry
 
 log = logging.getLogger("pgqueue.maintenance")
 
@@ -24,9 +27,10 @@ PRUNE_BATCH = 5000
 class Maintenance:
     """Run by every worker on a timer; every statement is safe to run from many workers at once."""
 
-    def __init__(self, runner: AsyncRunner, *, retention: timedelta) -> None:
+    def __init__(self, runner: AsyncRunner, *, retention: timedelta, registry: Registry | None = None) -> None:
         self._runner = runner
         self.retention = retention
+        self._registry = registry
         self._next_prune = time.time() + PRUNE_EVERY / 10
 
     async def run(self, interval: float, on_lost: Callable[[BaseException], None]) -> None:
@@ -51,7 +55,7 @@ class Maintenance:
 
     async def rescue_lost_jobs(self) -> int:
         """Jobs of vanished workers back to pending (or failed); returns how many are runnable again."""
-        rescued = await self._runner.fetch(statements.rescue_lost_jobs())
+        rescued = await self._rescue_with_heartbeat()
         for job in rescued:
             log.warning(
                 "job %d: its worker was lost (lease expired); now %s%s",
@@ -64,6 +68,20 @@ class Maintenance:
             await self._runner.count(statements.notify_queue(queue_name))
         return len(runnable)
 
+    async def _rescue_with_heartbeat(self) -> list[Rescued]:
+        beat = self._registry.heartbeat() if self._registry is not None else None
+        if beat is not None:
+            try:
+                return await self._runner.fetch(beat)
+            except psycopg.OperationalError:
+                raise
+            except Refusal as exc:
+                # The heartbeat's part was refused (the statement is one transaction: nothing was rescued
+                # either); the registry is left alone for a while, the rescue goes on without it.
+                assert self._registry is not None
+                self._registry.refused(exc)
+        return await self._runner.fetch(statements.rescue_lost_jobs())
+
     async def prune(self) -> int:
         deleted = 0
         while True:
@@ -73,4 +91,6 @@ class Maintenance:
                 break
         if deleted:
             log.info("pruned %d finished job(s) older than %s", deleted, self.retention)
+        if self._registry is not None:
+            await self._registry.prune()
         return deleted

@@ -1,7 +1,7 @@
 """Helpers of the dashboard's tests: a real uvicorn server in a thread, and rows written as pgqueue writes them.
 
-The workers registry is written by the worker's heartbeat (not there yet): `register_worker` writes the row the way
-the worker will, an upsert of (id, host, pid, queues, concurrency, running, started_at, heartbeat_at).
+`register_worker` writes a registry row as a worker's heartbeat leaves it (sql/workers.sql), with its times set in
+the past as a test needs; tests/integration/test_worker_registry.py has real workers write their own.
 """
 
 from __future__ import annotations
@@ -65,14 +65,16 @@ def register_worker(
     running: int = 0,
     started_ago: float = 600.0,
     heartbeat_ago: float = 1.0,
+    heartbeat_interval: float | None = 15.0,
 ) -> None:
     db.execute(
         """
-        INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency, running, started_at, heartbeat_at)
-        VALUES (%s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s), now() - make_interval(secs => %s))
+        INSERT INTO pgqueue.workers
+            (id, host, pid, queues, concurrency, running, started_at, heartbeat_at, heartbeat_interval)
+        VALUES (%s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s), now() - make_interval(secs => %s), %s)
         ON CONFLICT (id) DO UPDATE SET running = excluded.running, heartbeat_at = excluded.heartbeat_at
         """,
-        (worker_id, host, pid, queues, concurrency, running, started_ago, heartbeat_ago),
+        (worker_id, host, pid, queues, concurrency, running, started_ago, heartbeat_ago, heartbeat_interval),
     )
 
 
