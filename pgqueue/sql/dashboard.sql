@@ -1,10 +1,15 @@
--- The dashboard's statements (pgqueue/dashboard/data.py runs them), one named block each ("-- name: NAME").
+-- The dashboard's statements (pgqueue/store/dashboard.py runs them), one named block each ("-- name: NAME").
 -- Parameters are psycopg named placeholders, always bound. The dashboard's connections never prepare on the
 -- server (prepare_threshold=None), so each statement is planned with its parameters' values: an optional filter
 -- written `(%(x)s IS NULL OR ...)` folds away, and `status = 'pending'` can use the partial indexes.
 --
 -- What a page costs: the overview reads the active jobs only (pending, running, failed: partial indexes) plus a
 -- bounded slice of the recent history; nothing here counts the finished rows of the whole table.
+
+-- name: dashboard_session
+-- Each dashboard connection as the pool opens it: times in UTC, and no statement longer than `timeout` (a slow
+-- page gives up with a clear message instead of holding one of the pool's few connections).
+SELECT set_config('TimeZone', 'UTC', false), set_config('statement_timeout', %(timeout)s, false);
 
 -- name: dashboard_queue_counts
 -- Exact counts of the active jobs per queue, each from its partial index (jobs_queue_claim_idx for pending,
