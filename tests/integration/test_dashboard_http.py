@@ -58,7 +58,7 @@ def test_pages_show_the_queue(client: httpx.Client, db: psycopg.Connection) -> N
     text = overview.text
     for queue in ("emails", "default", "webhooks", "reports"):
         assert f">{queue}</a>" in text
-    assert "paused" in text and "app-2" in text and ">dead<" in text and ">alive<" in text
+    assert "paused" in text and "app-2" in text and ">dead<" in text and ">alive<" in text and ">stopped<" in text
     assert "<svg" in text and "bar-completed" in text
     fragment = client.get("/fragment/overview")
     assert fragment.status_code == 200 and "<html" not in fragment.text and "Queues" in fragment.text
