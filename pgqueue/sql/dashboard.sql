@@ -62,10 +62,11 @@ ORDER BY name
 LIMIT 1000;
 
 -- name: dashboard_workers
--- The registry's rows heard from in the last hour (workers_heartbeat_idx), newest heartbeat first. Anyone who can
--- write the table can write anything into it, so every value is made safe to show here: texts clipped, at most
--- 50 queue names each (and how many there are), a NULL name shown as such, infinite times (which would make
--- the age arithmetic fail) as NULL, an interval no worker writes as NULL.
+-- The registry's rows heard from in the last hour (workers_heartbeat_idx): those not stopped first (alive or
+-- dead: the stopped rows of a burst worker run every minute must not push a running worker off the list), newest
+-- heartbeat first. Anyone who can write the table can write anything into it, so every value is made safe to
+-- show here: texts clipped, at most 50 queue names each (and how many there are), a NULL name shown as such,
+-- infinite times (which would make the age arithmetic fail) as NULL, an interval no worker writes as NULL.
 SELECT left(id, 200) AS id, left(host, 200) AS host, pid,
        CASE WHEN queues IS NOT NULL THEN coalesce(
            (SELECT array_agg(left(coalesce(name, '(null)'), 200) ORDER BY n)
@@ -82,7 +83,7 @@ SELECT left(id, 200) AS id, left(host, 200) AS host, pid,
            AS heartbeat_interval
 FROM pgqueue.workers
 WHERE heartbeat_at > now() - interval '1 hour'
-ORDER BY heartbeat_at DESC, id
+ORDER BY stopped_at IS NOT NULL, heartbeat_at DESC, id
 LIMIT %(limit)s;
 
 -- name: dashboard_schedule_queues

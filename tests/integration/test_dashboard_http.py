@@ -20,7 +20,13 @@ httpx = pytest.importorskip("httpx")
 
 from pgqueue.dashboard import create_app  # noqa: E402
 from pgqueue.store.queries import QUERIES  # noqa: E402
-from tests.integration.dashboard_support import failed_errors, insert_job, live_server, populate  # noqa: E402
+from tests.integration.dashboard_support import (  # noqa: E402
+    failed_errors,
+    insert_job,
+    live_server,
+    populate,
+    register_worker,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
@@ -412,6 +418,19 @@ def test_forged_registry_rows_do_not_break_the_overview(client: httpx.Client, db
             assert f'<span class="chip">{name}</span>' in text
         row = text.split(">infinite<", 1)[1].split("</tr>", 1)[0]
         assert 'badge-dead"' in row  # a heartbeat no clock reaches is not a live worker
+
+
+def test_stopped_workers_do_not_push_running_ones_off(client: httpx.Client, db: psycopg.Connection) -> None:
+    # A burst worker run every few seconds leaves a stopped row each time, all newer than a busy worker's last beat.
+    db.execute(
+        "INSERT INTO pgqueue.workers (id, host, pid, concurrency, heartbeat_at, stopped_at, heartbeat_interval) "
+        "SELECT 'burst-' || n, 'cron-host', n, 1, now() - make_interval(secs => n * 0.01), now(), 15 "
+        "FROM generate_series(1, 300) AS n"
+    )
+    register_worker(db, "busy-one:77:abcdef", host="busy-host", pid=77, heartbeat_ago=20)
+    text = client.get("/").text
+    assert "busy-one:77:abcdef" in text
+    assert text.count('class="worker-stopped"') == 199  # the list is bounded: 200 rows, the running one first
 
 
 def test_non_form_posts_and_big_forms_are_refused(client: httpx.Client, db: psycopg.Connection) -> None:
