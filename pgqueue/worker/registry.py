@@ -98,7 +98,11 @@ class Registry:
         except psycopg.OperationalError:
             raise
         except Refusal as exc:
-            log.warning("could not prune pgqueue.workers (%s)", first_line(exc))
+            # A worker role granted before pruning needed DELETE here: the grants, run again, give it.
+            log.warning(
+                "could not prune pgqueue.workers (%s); `pgqueue grant` gives the worker role what it needs",
+                first_line(exc),
+            )
         if deleted:
             log.info("pruned %d row(s) of workers silent for over %s", deleted, KEEP_SILENT)
         return deleted
