@@ -118,10 +118,10 @@ def test_kill_9_worker_is_shown_dead_on_the_dashboard(
     from pgqueue.dashboard import create_app
     from tests.integration.dashboard_support import live_server
 
-    # The one that is killed beats every 0.5 s (dead after 1.5 s of silence); the one that lives every 5 s, so a
+    # The one that is killed beats every 2 s (dead after 6 s of silence); the one that lives every 10 s, so a
     # loaded machine does not make it look dead while the test reads the page.
-    doomed = start_worker(dsn, "-q", "doomed", "--maintenance-interval", "0.5")
-    alive = start_worker(dsn, "-q", "lively", "--maintenance-interval", "5")
+    doomed = start_worker(dsn, "-q", "doomed", "--maintenance-interval", "2")
+    alive = start_worker(dsn, "-q", "lively", "--maintenance-interval", "10")
     workers += [doomed, alive]
     wait_until(lambda: registry_row(db, doomed.pid) is not None and registry_row(db, alive.pid) is not None)
 
@@ -134,8 +134,8 @@ def test_kill_9_worker_is_shown_dead_on_the_dashboard(
         return None
 
     with live_server(create_app(dsn)) as url, httpx.Client(base_url=url, timeout=10) as client:
-        assert state_on_page(client, doomed.pid) == "alive"
-        assert state_on_page(client, alive.pid) == "alive"
+        wait_until(lambda: state_on_page(client, doomed.pid) == "alive", what="the first worker shown alive")
+        wait_until(lambda: state_on_page(client, alive.pid) == "alive", what="the second worker shown alive")
         page = client.get("/").text
         assert "doomed" in page and "lively" in page and socket.gethostname() in page
 
