@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode
 
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,7 +28,7 @@ from pgqueue.dashboard import chart, data, render
 from pgqueue.dashboard.filters import BadRequest, JobFilter, parse_cursor, parse_filter, parse_job_id, parse_name
 from pgqueue.dashboard.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, BasicAuth, CsrfTokens
 from pgqueue.settings import normalize_dsn, resolve_dsn
-from pgqueue.text import first_line
+from pgqueue.store import dashboard as store
 
 log = logging.getLogger("pgqueue.dashboard")
 
@@ -45,7 +43,7 @@ class Dashboard:
 
     def __init__(self, dsn: str | None, *, read_only: bool, secret: bytes | None) -> None:
         self._dsn = normalize_dsn(dsn) if dsn else None
-        self._pool: ConnectionPool | None = None
+        self._pool: store.Pool | None = None
         self._lock = threading.Lock()
         self.read_only = read_only
         self.csrf = CsrfTokens(secret)
@@ -54,30 +52,14 @@ class Dashboard:
     # -- database -------------------------------------------------------------------------------------------
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def connection(self) -> Iterator[store.Connection]:
         with self._get_pool().connection() as conn:
             yield conn
 
-    def _get_pool(self) -> ConnectionPool:
+    def _get_pool(self) -> store.Pool:
         with self._lock:
             if self._pool is None:
-                pool = ConnectionPool(
-                    resolve_dsn(self._dsn),
-                    min_size=1,
-                    max_size=4,
-                    timeout=10,
-                    kwargs={
-                        "autocommit": True,
-                        "prepare_threshold": None,
-                        "application_name": "pgqueue-dashboard",
-                        "connect_timeout": 10,
-                    },
-                    configure=_configure,
-                    open=False,
-                    name="pgqueue-dashboard",
-                )
-                pool.open(wait=False)
-                self._pool = pool
+                self._pool = store.open_pool(resolve_dsn(self._dsn), statement_timeout_ms=STATEMENT_TIMEOUT_MS)
             return self._pool
 
     def close(self) -> None:
@@ -104,11 +86,6 @@ class Dashboard:
 
     def error(self, request: Request, status_code: int, title: str, message: str) -> HTMLResponse:
         return self.page(request, "error.html", status_code=status_code, title=title, message=message)
-
-
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    conn.execute("SET TIME ZONE 'UTC'")
-    conn.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
 
 
 def _here(request: Request) -> str:
@@ -141,25 +118,32 @@ def _guarded(dashboard: Dashboard, handler: Callable[[Request], Response]) -> Ca
             return handler(request)
         except BadRequest as exc:
             return dashboard.error(request, 400, "Bad request", str(exc))
-        except psycopg.errors.QueryCanceled:
-            return dashboard.error(
-                request,
-                503,
-                "Too slow",
-                f"The database did not answer within {STATEMENT_TIMEOUT_MS // 1000} s. "
-                "Narrow the filter (a status, queue, task or recent time range) and try again.",
-            )
-        except psycopg.errors.UndefinedTable:
-            return dashboard.error(
-                request, 503, "Not migrated", "The pgqueue tables do not exist in this database: run `pgqueue migrate`."
-            )
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            return dashboard.error(request, 503, "Database unavailable", f"database unavailable: {first_line(exc)}")
-        except psycopg.Error as exc:
-            log.warning("dashboard: database error: %s", first_line(exc))
-            return dashboard.error(request, 500, "Database error", f"database error: {first_line(exc)}")
+        except Exception as exc:
+            found = store.failure(exc)
+            if found is None:
+                raise
+            return _failure_page(dashboard, request, found)
 
     return endpoint
+
+
+def _failure_page(dashboard: Dashboard, request: Request, found: store.Failure) -> HTMLResponse:
+    if found.kind == "too_slow":
+        return dashboard.error(
+            request,
+            503,
+            "Too slow",
+            f"The database did not answer within {STATEMENT_TIMEOUT_MS // 1000} s. "
+            "Narrow the filter (a status, queue, task or recent time range) and try again.",
+        )
+    if found.kind == "not_migrated":
+        return dashboard.error(
+            request, 503, "Not migrated", "The pgqueue tables do not exist in this database: run `pgqueue migrate`."
+        )
+    if found.kind == "unavailable":
+        return dashboard.error(request, 503, "Database unavailable", f"database unavailable: {found.detail}")
+    log.warning("dashboard: database error: %s", found.detail)
+    return dashboard.error(request, 500, "Database error", f"database error: {found.detail}")
 
 
 # -- pages --------------------------------------------------------------------------------------------------
@@ -173,6 +157,7 @@ def _overview_values(dashboard: Dashboard) -> dict[str, Any]:
         "chart": chart.build(view.minutes),
         "recent_cap": data.RECENT_CAP,
         "dead_after": data.DEAD_AFTER,
+        "dead_after_beats": data.DEAD_AFTER_BEATS,
     }
 
 

@@ -1,7 +1,7 @@
-"""The dashboard's reads and actions: typed functions over the named blocks of pgqueue/sql/dashboard.sql (and
-cancel_jobs / notify_queue of queries.sql), each returning named rows (frozen dataclasses). No SQL elsewhere.
+"""The dashboard's reads and actions as the pages need them (frozen dataclasses), built from the rows of
+pgqueue/store/dashboard.py, which runs every statement: nothing here runs SQL.
 
-Every function takes a psycopg connection in autocommit mode; an action is one short transaction.
+Every function takes a connection of the store's dashboard pool; an action is one short transaction there.
 """
 
 from __future__ import annotations
@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
-
 from pgqueue.dashboard.filters import Cursor, JobFilter
-from pgqueue.store.queries import QUERIES
+from pgqueue.store import dashboard as store
+from pgqueue.store.dashboard import Connection
 
 RECENT_CAP = 20_000  # finished jobs read per overview at most (the last hour's counts and chart)
 WORKERS_SHOWN = 200
-DEAD_AFTER = 60.0  # seconds without a heartbeat after which a worker counts as dead (default lease 30 s, beat 15 s)
+# A worker counts as dead once silent for DEAD_AFTER_BEATS of its heartbeat intervals (the row says how long one
+# is): a beat may come 10 % late by design and wait behind a claim; three missed in a row is not a hiccup.
+DEAD_AFTER_BEATS = 3
+DEAD_AFTER = 60.0  # seconds, for rows that do not say their interval (written before migration 0007)
+QUEUES_SHOWN = 50  # queue names per worker; dashboard.sql clips to this
 NAME_CLIP = 1_000
 JSON_CLIP = 100_000
 TEXT_CLIP = 10_000
@@ -71,19 +73,30 @@ class WorkerRow:
     id: str
     host: str
     pid: int
-    queues: list[str] | None
+    queues: list[str] | None  # None: all queues
+    queues_total: int  # how many the row names (at most QUEUES_SHOWN are in `queues`)
     concurrency: int
     running: int
-    started_at: datetime
-    heartbeat_at: datetime
+    started_at: datetime | None  # None only in a hand-written row (an infinite time)
+    heartbeat_at: datetime | None
     stopped_at: datetime | None
-    silent_seconds: float
+    silent_seconds: float | None
+    heartbeat_interval: float | None  # seconds between its heartbeats; None in rows of workers before 0007
+
+    @property
+    def dead_after(self) -> float:
+        """Seconds of silence after which this worker counts as dead: a few of its own heartbeat intervals."""
+        if self.heartbeat_interval is None:
+            return DEAD_AFTER
+        return DEAD_AFTER_BEATS * self.heartbeat_interval
 
     @property
     def state(self) -> str:
         if self.stopped_at is not None:
             return "stopped"
-        return "dead" if self.silent_seconds > DEAD_AFTER else "alive"
+        if self.silent_seconds is None:
+            return "dead"  # a heartbeat no clock reaches: no worker wrote it
+        return "dead" if self.silent_seconds > self.dead_after else "alive"
 
 
 @dataclass(frozen=True)
@@ -210,21 +223,19 @@ class FireRow:
 # -- reads ----------------------------------------------------------------------------------------------------
 
 
-def overview(conn: psycopg.Connection[Any], *, recent_cap: int = RECENT_CAP) -> Overview:
-    clock = conn.execute(QUERIES["dashboard_clock"]).fetchone()
-    assert clock is not None
-    now, chart_start = clock
+def overview(conn: Connection, *, recent_cap: int = RECENT_CAP) -> Overview:
+    now, chart_start = store.clock(conn)
     summaries: dict[str, dict[str, Any]] = {}
 
     def summary(name: str) -> dict[str, Any]:
         return summaries.setdefault(name, {"name": name})
 
-    for queue, kind, jobs, oldest in conn.execute(QUERIES["dashboard_queue_counts"]):
+    for queue, kind, jobs, oldest in store.queue_counts(conn):
         entry = summary(queue)
         entry[kind] = int(jobs)
         if kind == "due" and oldest is not None:
             entry["oldest_due_seconds"] = max(0.0, float(oldest))
-    recent = conn.execute(QUERIES["dashboard_recent_finished"], {"cap": recent_cap}).fetchall()
+    recent = store.recent_finished(conn, cap=recent_cap)
     per_minute: dict[datetime, list[int]] = {}
     read = 0
     oldest_seen: datetime | None = None
@@ -247,24 +258,26 @@ def overview(conn: psycopg.Connection[Any], *, recent_cap: int = RECENT_CAP) -> 
         start = chart_start + timedelta(minutes=index)
         completed, failed = per_minute.get(start, [0, 0])
         minutes.append(Minute(start=start, completed=completed, failed=failed, complete=not capped or start > since))
-    for name, paused, _updated in conn.execute(QUERIES["dashboard_queue_settings"]):
-        summary(name)["paused"] = bool(paused)
-    for (name,) in conn.execute(QUERIES["dashboard_schedule_queues"]):
-        summary(name)
+    for setting in store.queue_settings(conn):
+        summary(setting.name)["paused"] = bool(setting.paused)
+    for scheduled in store.schedule_queues(conn):
+        summary(scheduled.queue)
     workers = [
         WorkerRow(
-            id=row[0],
-            host=row[1],
-            pid=int(row[2]),
-            queues=list(row[3]) if row[3] is not None else None,
-            concurrency=int(row[4]),
-            running=int(row[5]),
-            started_at=row[6],
-            heartbeat_at=row[7],
-            stopped_at=row[8],
-            silent_seconds=max(0.0, float(row[9])),
+            id=row.id,
+            host=row.host,
+            pid=int(row.pid),
+            queues=list(row.queues) if row.queues is not None else None,
+            queues_total=int(row.queues_total),
+            concurrency=int(row.concurrency),
+            running=int(row.running),
+            started_at=row.started_at,
+            heartbeat_at=row.heartbeat_at,
+            stopped_at=row.stopped_at,
+            silent_seconds=max(0.0, float(row.silent_seconds)) if row.silent_seconds is not None else None,
+            heartbeat_interval=float(row.heartbeat_interval) if row.heartbeat_interval is not None else None,
         )
-        for row in conn.execute(QUERIES["dashboard_workers"], {"limit": WORKERS_SHOWN})
+        for row in store.workers(conn, limit=WORKERS_SHOWN)
     ]
     for worker in workers:
         for name in worker.queues or ():
@@ -281,19 +294,19 @@ def overview(conn: psycopg.Connection[Any], *, recent_cap: int = RECENT_CAP) -> 
     )
 
 
-def jobs(conn: psycopg.Connection[Any], flt: JobFilter, cursor: Cursor | None) -> JobPage:
-    params = flt.sql_params() | {"limit": flt.limit + 1}
+def jobs(conn: Connection, flt: JobFilter, cursor: Cursor | None) -> JobPage:
+    limit = flt.limit + 1
     if flt.sort == "run_at":
-        params |= {
-            "after_run_at": cursor.run_at if cursor else None,
-            "after_id": cursor.id if cursor else None,
-        }
-        query = QUERIES["dashboard_jobs_by_run_at"]
+        found = store.jobs_by_run_at(
+            conn,
+            flt.sql_params(),
+            after_run_at=cursor.run_at if cursor else None,
+            after_id=cursor.id if cursor else None,
+            limit=limit,
+        )
     else:
-        params["before_id"] = cursor.id if cursor else None
-        query = QUERIES["dashboard_jobs_newest"]
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = [JobRow(**row) for row in cur.execute(query, params)]
+        found = store.jobs_newest(conn, flt.sql_params(), before_id=cursor.id if cursor else None, limit=limit)
+    rows = [JobRow(**row._asdict()) for row in found]
     next_cursor = None
     if len(rows) > flt.limit:
         rows = rows[: flt.limit]
@@ -302,31 +315,29 @@ def jobs(conn: psycopg.Connection[Any], flt: JobFilter, cursor: Cursor | None) -
     return JobPage(rows=rows, next_cursor=next_cursor)
 
 
-def job(conn: psycopg.Connection[Any], job_id: int) -> JobDetail | None:
-    clips = {"name_clip": NAME_CLIP, "json_clip": JSON_CLIP, "text_clip": TEXT_CLIP}
-    with conn.cursor(row_factory=dict_row) as cur:
-        row = cur.execute(QUERIES["dashboard_job"], {"id": job_id} | clips).fetchone()
-        if row is None:
-            return None
-        attempts = [
-            Attempt(
-                ordinal=int(entry["ordinal"]),
-                kind=entry["kind"],
-                attempt=entry["attempt"],
-                started_at=entry["started_at"],
-                at=entry["at"],
-                error=_clipped(entry["error"], entry["error_length"]),
-                traceback=_clipped(entry["traceback"], entry["traceback_length"]),
-                worker=entry["worker"],
-                counted=entry["counted"],
-                raw=_clipped(entry["raw"], entry["raw_length"]),
-            )
-            for entry in cur.execute(
-                QUERIES["dashboard_job_attempts"],
-                {"id": job_id, "limit": ATTEMPTS_SHOWN, "text_clip": TEXT_CLIP, "traceback_clip": TRACEBACK_CLIP},
-            )
-        ]
+def job(conn: Connection, job_id: int) -> JobDetail | None:
+    record = store.job(conn, job_id, name_clip=NAME_CLIP, json_clip=JSON_CLIP, text_clip=TEXT_CLIP)
+    if record is None:
+        return None
+    attempts = [
+        Attempt(
+            ordinal=int(entry.ordinal),
+            kind=entry.kind,
+            attempt=entry.attempt,
+            started_at=entry.started_at,
+            at=entry.at,
+            error=_clipped(entry.error, entry.error_length),
+            traceback=_clipped(entry.traceback, entry.traceback_length),
+            worker=entry.worker,
+            counted=entry.counted,
+            raw=_clipped(entry.raw, entry.raw_length),
+        )
+        for entry in store.job_attempts(
+            conn, job_id, limit=ATTEMPTS_SHOWN, text_clip=TEXT_CLIP, traceback_clip=TRACEBACK_CLIP
+        )
+    ]
     attempts.reverse()
+    row = record._asdict()
     texts = {name: _clipped(row.pop(name), row.pop(f"{name}_length")) for name in _CLIPPED_COLUMNS}
     queue, task, args = texts.pop("queue"), texts.pop("task"), texts.pop("args")
     assert queue is not None and task is not None and args is not None
@@ -336,60 +347,43 @@ def job(conn: psycopg.Connection[Any], job_id: int) -> JobDetail | None:
 _CLIPPED_COLUMNS = ("queue", "task", "dedup_key", "schedule", "worker_id", "args", "result", "error")
 
 
-def count_matching(conn: psycopg.Connection[Any], flt: JobFilter, statuses: Iterable[str]) -> list[MatchCount]:
+def count_matching(conn: Connection, flt: JobFilter, statuses: Iterable[str]) -> list[MatchCount]:
     counts = []
     for status in statuses:
-        row = conn.execute(QUERIES["dashboard_count_matching"], flt.sql_params() | {"status": status}).fetchone()
-        assert row is not None
-        counts.append(MatchCount(status=status, jobs=int(row[0]), max_id=row[1]))
+        found = store.count_matching(conn, flt.sql_params(), status)
+        counts.append(MatchCount(status=status, jobs=int(found.jobs), max_id=found.max_id))
     return counts
 
 
-def schedules(conn: psycopg.Connection[Any], *, limit: int = 500, fires_per_schedule: int = 10) -> list[ScheduleRow]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        found = list(cur.execute(QUERIES["dashboard_schedules"], {"limit": limit}))
-        fires: dict[str, list[FireRow]] = {}
-        if found:
-            for fire in cur.execute(
-                QUERIES["dashboard_schedule_fires"],
-                {"names": [row["key"] for row in found], "per_schedule": fires_per_schedule},
-            ):
-                name = fire.pop("schedule")
-                fires.setdefault(name, []).append(FireRow(**fire))
-    return [ScheduleRow(**row, fires=fires.get(row["key"], [])) for row in found]
+def schedules(conn: Connection, *, limit: int = 500, fires_per_schedule: int = 10) -> list[ScheduleRow]:
+    found = store.schedules(conn, limit=limit)
+    fires: dict[str, list[FireRow]] = {}
+    if found:
+        for fire in store.schedule_fires(conn, [row.key for row in found], per_schedule=fires_per_schedule):
+            values = fire._asdict()
+            fires.setdefault(values.pop("schedule"), []).append(FireRow(**values))
+    return [ScheduleRow(**row._asdict(), fires=fires.get(row.key, [])) for row in found]
 
 
 # -- actions --------------------------------------------------------------------------------------------------
 
 
-def retry(conn: psycopg.Connection[Any], ids: Sequence[int]) -> RetryOutcome:
+def retry(conn: Connection, ids: Sequence[int]) -> RetryOutcome:
     """Failed jobs among `ids` back to pending, with one notification per queue; jobs whose dedup key is held by a
     pending or running job stay failed and are reported, not raised."""
-    for tries_left in (1, 0):
-        try:
-            with conn.transaction():
-                rows = conn.execute(QUERIES["dashboard_retry_jobs"], {"ids": list(ids)}).fetchall()
-                for queue in sorted({row[1] for row in rows if row[2]}):
-                    conn.execute(QUERIES["notify_queue"], {"queue": queue})
-            break
-        except psycopg.errors.UniqueViolation:
-            # A job with the same dedup key was enqueued between our check and our update: check again.
-            if not tries_left:
-                raise
-    retried = sorted(int(row[0]) for row in rows if row[2])
-    held = sorted((int(row[0]), str(row[3])) for row in rows if not row[2])
+    results = store.retry_jobs(conn, ids)
+    retried = sorted(int(row.id) for row in results if row.retried)
+    held = sorted((int(row.id), str(row.dedup_key)) for row in results if not row.retried)
     return RetryOutcome(retried=retried, held_back=held)
 
 
-def cancel(conn: psycopg.Connection[Any], ids: Sequence[int]) -> CancelOutcome:
+def cancel(conn: Connection, ids: Sequence[int]) -> CancelOutcome:
     """Pending and running jobs among `ids` cancelled by queries.sql's cancel_jobs (running ones' workers told by
     NOTIFY); finished ones are left as they are."""
-    with conn.transaction():
-        rows = conn.execute(QUERIES["cancel_jobs"], {"ids": list(ids)}).fetchall()
-    return CancelOutcome(cancelled=sorted(int(row[0]) for row in rows))
+    return CancelOutcome(cancelled=sorted(int(row.id) for row in store.cancel_jobs(conn, ids)))
 
 
-def bulk_retry(conn: psycopg.Connection[Any], flt: JobFilter, max_id: int) -> RetryOutcome:
+def bulk_retry(conn: Connection, flt: JobFilter, max_id: int) -> RetryOutcome:
     retried: list[int] = []
     held: list[tuple[int, str]] = []
     remaining = False
@@ -403,7 +397,7 @@ def bulk_retry(conn: psycopg.Connection[Any], flt: JobFilter, max_id: int) -> Re
     return RetryOutcome(retried=retried, held_back=held, remaining=remaining)
 
 
-def bulk_cancel(conn: psycopg.Connection[Any], flt: JobFilter, max_id: int) -> CancelOutcome:
+def bulk_cancel(conn: Connection, flt: JobFilter, max_id: int) -> CancelOutcome:
     cancelled: list[int] = []
     remaining = False
     for status in ("pending", "running"):
@@ -417,23 +411,19 @@ def bulk_cancel(conn: psycopg.Connection[Any], flt: JobFilter, max_id: int) -> C
     return CancelOutcome(cancelled=sorted(cancelled), remaining=remaining)
 
 
-def _matching_batches(conn: psycopg.Connection[Any], flt: JobFilter, status: str, max_id: int) -> Iterable[list[int]]:
+def _matching_batches(conn: Connection, flt: JobFilter, status: str, max_id: int) -> Iterable[list[int]]:
     after: int | None = None
     while True:
-        params = flt.sql_params() | {"status": status, "max_id": max_id, "after_id": after, "limit": BULK_BATCH}
-        ids = [int(row[0]) for row in conn.execute(QUERIES["dashboard_matching_ids"], params)]
+        ids = store.matching_ids(conn, flt.sql_params(), status=status, max_id=max_id, after_id=after, limit=BULK_BATCH)
         if not ids:
             return
         yield ids
         after = ids[-1]
 
 
-def set_paused(conn: psycopg.Connection[Any], queue: str, paused: bool) -> None:
+def set_paused(conn: Connection, queue: str, paused: bool) -> None:
     """Pause or resume a queue; on resume, idle workers are told at once (pgqueue_jobs, run_at 0)."""
-    with conn.transaction():
-        conn.execute(QUERIES["dashboard_set_paused"], {"queue": queue, "paused": paused})
-        if not paused:
-            conn.execute(QUERIES["notify_queue"], {"queue": queue})
+    store.set_paused(conn, queue, paused)
 
 
 def _clipped(text: str | None, length: int | None) -> Clipped | None:

@@ -1,10 +1,15 @@
--- The dashboard's statements (pgqueue/dashboard/data.py runs them), one named block each ("-- name: NAME").
+-- The dashboard's statements (pgqueue/store/dashboard.py runs them), one named block each ("-- name: NAME").
 -- Parameters are psycopg named placeholders, always bound. The dashboard's connections never prepare on the
 -- server (prepare_threshold=None), so each statement is planned with its parameters' values: an optional filter
 -- written `(%(x)s IS NULL OR ...)` folds away, and `status = 'pending'` can use the partial indexes.
 --
 -- What a page costs: the overview reads the active jobs only (pending, running, failed: partial indexes) plus a
 -- bounded slice of the recent history; nothing here counts the finished rows of the whole table.
+
+-- name: dashboard_session
+-- Each dashboard connection as the pool opens it: times in UTC, and no statement longer than `timeout` (a slow
+-- page gives up with a clear message instead of holding one of the pool's few connections).
+SELECT set_config('TimeZone', 'UTC', false), set_config('statement_timeout', %(timeout)s, false);
 
 -- name: dashboard_queue_counts
 -- Exact counts of the active jobs per queue, each from its partial index (jobs_queue_claim_idx for pending,
@@ -57,12 +62,28 @@ ORDER BY name
 LIMIT 1000;
 
 -- name: dashboard_workers
--- The registry's rows heard from in the last hour (workers_heartbeat_idx), newest heartbeat first.
-SELECT id, host, pid, queues, concurrency, running, started_at, heartbeat_at, stopped_at,
-       extract(epoch FROM now() - heartbeat_at) AS silent_seconds
+-- The registry's rows heard from in the last hour (workers_heartbeat_idx): those not stopped first (alive or
+-- dead: the stopped rows of a burst worker run every minute must not push a running worker off the list), newest
+-- heartbeat first. Anyone who can write the table can write anything into it, so every value is made safe to
+-- show here: texts clipped, at most 50 queue names each (and how many there are), a NULL name shown as such,
+-- infinite times (which would make the age arithmetic fail) as NULL, an interval no worker writes as NULL.
+SELECT left(id, 200) AS id, left(host, 200) AS host, pid,
+       CASE WHEN queues IS NOT NULL THEN coalesce(
+           (SELECT array_agg(left(coalesce(name, '(null)'), 200) ORDER BY n)
+            FROM (SELECT name, n FROM unnest(queues) WITH ORDINALITY AS q(name, n) ORDER BY n LIMIT 50) AS first),
+           ARRAY[]::text[]
+       ) END AS queues,
+       coalesce(cardinality(queues), 0) AS queues_total,
+       concurrency, running,
+       CASE WHEN isfinite(started_at) THEN started_at END AS started_at,
+       CASE WHEN isfinite(heartbeat_at) THEN heartbeat_at END AS heartbeat_at,
+       CASE WHEN isfinite(stopped_at) THEN stopped_at END AS stopped_at,
+       CASE WHEN isfinite(heartbeat_at) THEN extract(epoch FROM now() - heartbeat_at) END AS silent_seconds,
+       CASE WHEN heartbeat_interval > 0 AND heartbeat_interval <= 86400 THEN heartbeat_interval END
+           AS heartbeat_interval
 FROM pgqueue.workers
 WHERE heartbeat_at > now() - interval '1 hour'
-ORDER BY heartbeat_at DESC, id
+ORDER BY stopped_at IS NOT NULL, heartbeat_at DESC, id
 LIMIT %(limit)s;
 
 -- name: dashboard_schedule_queues

@@ -92,7 +92,8 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     Grant(("SELECT", "INSERT", "UPDATE"), "TABLE", "schedules"),  # registered and advanced by every worker
     Grant(("SELECT", "INSERT", "DELETE"), "TABLE", "schedule_fires"),  # one row per fire; pruned
     Grant(("SELECT",), "TABLE", "queues"),  # a claim reads which queues are paused
-    Grant(("SELECT", "INSERT", "UPDATE"), "TABLE", "workers"),  # each worker's row: upserted, heartbeat, stopped
+    # Each worker's row: upserted, heartbeat, stopped; rows of workers long silent pruned.
+    Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "workers"),
     *_IDS_AND_VERSION,
 )
 

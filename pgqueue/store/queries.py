@@ -50,8 +50,17 @@ def _with_outcomes(statement: LiteralString) -> LiteralString:
     return cast(LiteralString, f"{outcomes}\n{statement}")
 
 
+def _with_heartbeat(statement: LiteralString) -> LiteralString:
+    """`statement` (which starts with a WITH) preceded by the worker's heartbeat as a CTE: the maintenance
+    round's rescue carries it, so that an idle worker sends no statement of its own for the registry."""
+    assert statement.startswith("WITH ")
+    heartbeat = f"WITH heartbeat AS (\n{QUERIES['worker_heartbeat']}\n)"
+    return cast(LiteralString, f"{heartbeat},\n{statement.removeprefix('WITH ')}")
+
+
 QUERIES: dict[str, LiteralString] = load()
 # Data-modifying CTEs always run to completion, read or not.
 QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
 QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])
 QUERIES["record_outcomes"] = _with_outcomes("SELECT 1")
+QUERIES["heartbeat_and_rescue_lost_jobs"] = _with_heartbeat(QUERIES["rescue_lost_jobs"])

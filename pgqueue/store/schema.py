@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -182,5 +183,8 @@ workers = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("stopped_at", DateTime(timezone=True)),
+    # Migration 0007: how often this worker beats, so that a reader can tell a dead worker by its own rhythm.
+    Column("heartbeat_interval", Double, comment="seconds between its heartbeats"),
+    CheckConstraint("heartbeat_interval > 0 AND heartbeat_interval <= 86400", name="workers_heartbeat_interval_check"),
     Index("workers_heartbeat_idx", "heartbeat_at"),
 )

@@ -205,6 +205,48 @@ def prune_finished(*, retention: timedelta | str, batch: int) -> Command:
     return Command(QUERIES["prune_finished"], {"retention": retention, "batch": batch})
 
 
+# -- the workers registry -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerEntry:
+    """What a worker writes of itself in pgqueue.workers (sql/workers.sql)."""
+
+    worker_id: str
+    host: str
+    pid: int
+    queues: Sequence[str] | None
+    concurrency: int
+    heartbeat_interval: float  # seconds
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "host": self.host,
+            "pid": self.pid,
+            "queues": list(self.queues) if self.queues is not None else None,
+            "concurrency": self.concurrency,
+            "heartbeat_interval": self.heartbeat_interval,
+        }
+
+
+def register_worker(entry: WorkerEntry) -> Command:
+    return Command(QUERIES["register_worker"], entry.params())
+
+
+def heartbeat_and_rescue_lost_jobs(entry: WorkerEntry, *, running: int) -> Query[rows.Rescued]:
+    """rescue_lost_jobs with the worker's heartbeat (`running`: its busy slots) in the same statement."""
+    return Query(QUERIES["heartbeat_and_rescue_lost_jobs"], {**entry.params(), "running": running}, rows.Rescued)
+
+
+def worker_stopped(worker_id: str) -> Command:
+    return Command(QUERIES["worker_stopped"], {"worker_id": worker_id})
+
+
+def prune_workers(*, keep: timedelta, batch: int) -> Command:
+    return Command(QUERIES["prune_workers"], {"keep": keep, "batch": batch})
+
+
 # -- operator actions -----------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Rescue of jobs whose worker vanished, and pruning of finished jobs past their retention."""
+"""Rescue of jobs whose worker vanished, and pruning of finished jobs past their retention; the rescue carries the
+worker's heartbeat in the registry (worker/registry.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from datetime import timedelta
 import psycopg
 
 from pgqueue.store import connections, statements
+from pgqueue.store.rows import Rescued
 from pgqueue.store.run import AsyncRunner, Command, count_async
 from pgqueue.store.schema import JobStatus
 from pgqueue.text import first_line
+from pgqueue.worker.registry import Refusal, Registry
 
 log = logging.getLogger("pgqueue.maintenance")
 
@@ -28,10 +31,13 @@ PRUNE_PAUSE = 0.02  # seconds
 class Maintenance:
     """Run by every worker on a timer; every statement is safe to run from many workers at once."""
 
-    def __init__(self, runner: AsyncRunner, *, retention: timedelta, dsn: str) -> None:
+    def __init__(
+        self, runner: AsyncRunner, *, retention: timedelta, dsn: str, registry: Registry | None = None
+    ) -> None:
         self._runner = runner
         self.retention = retention
         self._dsn = dsn
+        self._registry = registry
         self._next_prune = time.time() + PRUNE_EVERY / 10
 
     async def run(self, interval: float, on_lost: Callable[[BaseException], None]) -> None:
@@ -56,7 +62,7 @@ class Maintenance:
 
     async def rescue_lost_jobs(self) -> int:
         """Jobs of vanished workers back to pending (or failed); returns how many are runnable again."""
-        rescued = await self._runner.fetch(statements.rescue_lost_jobs())
+        rescued = await self._rescue_with_heartbeat()
         for job in rescued:
             log.warning(
                 "job %d: its worker was lost (lease expired); now %s%s",
@@ -68,6 +74,20 @@ class Maintenance:
         for queue_name in sorted({job.queue for job in runnable}):
             await self._runner.count(statements.notify_queue(queue_name))
         return len(runnable)
+
+    async def _rescue_with_heartbeat(self) -> list[Rescued]:
+        beat = self._registry.heartbeat() if self._registry is not None else None
+        if beat is not None:
+            try:
+                return await self._runner.fetch(beat)
+            except psycopg.OperationalError:
+                raise
+            except Refusal as exc:
+                # The heartbeat's part was refused (the statement is one transaction: nothing was rescued
+                # either); the registry is left alone for a while, the rescue goes on without it.
+                assert self._registry is not None
+                self._registry.refused(exc)
+        return await self._runner.fetch(statements.rescue_lost_jobs())
 
     async def prune(self) -> int:
         """Delete finished jobs past the retention in batches.
@@ -83,6 +103,8 @@ class Maintenance:
             deleted = await self._prune_rest(statement, deleted)
         if deleted:
             log.info("pruned %d finished job(s) older than %s", deleted, self.retention)
+        if self._registry is not None:
+            await self._registry.prune()
         return deleted
 
     async def _prune_rest(self, statement: Command, deleted: int) -> int:

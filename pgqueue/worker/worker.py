@@ -33,6 +33,7 @@ from pgqueue.worker.leases import LeaseKeeper
 from pgqueue.worker.listener import Listener
 from pgqueue.worker.maintenance import Maintenance
 from pgqueue.worker.producer import Producer
+from pgqueue.worker.registry import Registry
 from pgqueue.worker.slots import RunningJob, Slots
 from pgqueue.worker.stopping import Stopping
 
@@ -66,7 +67,18 @@ class Worker:
             on_lost=self._reconnect,
             on_retry_due=lambda run_at: self.producer.note_due(run_at),
         )
-        self._maintenance = Maintenance(self.connection, retention=settings.retention, dsn=self.dsn)
+        entry = statements.WorkerEntry(
+            worker_id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            queues=settings.queues,
+            concurrency=settings.concurrency,
+            heartbeat_interval=settings.maintenance_interval or 15.0,
+        )
+        self._registry = Registry(self.connection, entry, busy=lambda: len(self._slots.running))
+        self._maintenance = Maintenance(
+            self.connection, retention=settings.retention, registry=self._registry, dsn=self.dsn
+        )
         self._slots = Slots(
             queue.tasks,
             self.completer,
@@ -115,6 +127,7 @@ class Worker:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(signum, self._on_signal, signum)
         await self.connection.open()
+        await self._registry.register()
         self._leases = LeaseKeeper(
             self.dsn,
             self.id,
@@ -148,6 +161,7 @@ class Worker:
             await asyncio.gather(*backgrounds, return_exceptions=True)
             self._leases.stop()
             threads.shutdown()
+            await self._registry.stopped()
             await self.connection.close()
             if install_signal_handlers:
                 for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,7 +1,7 @@
 """Helpers of the dashboard's tests: a real uvicorn server in a thread, and rows written as pgqueue writes them.
 
-The workers registry is written by the worker's heartbeat (not there yet): `register_worker` writes the row the way
-the worker will, an upsert of (id, host, pid, queues, concurrency, running, started_at, heartbeat_at).
+`register_worker` writes a registry row as a worker's heartbeat leaves it (sql/workers.sql), with its times set in
+the past as a test needs; tests/integration/test_worker_registry.py has real workers write their own.
 """
 
 from __future__ import annotations
@@ -65,14 +65,31 @@ def register_worker(
     running: int = 0,
     started_ago: float = 600.0,
     heartbeat_ago: float = 1.0,
+    heartbeat_interval: float | None = 15.0,
+    stopped: bool = False,
 ) -> None:
+    """A worker's row; `stopped`: it stopped cleanly at its last heartbeat."""
     db.execute(
         """
-        INSERT INTO pgqueue.workers (id, host, pid, queues, concurrency, running, started_at, heartbeat_at)
-        VALUES (%s, %s, %s, %s, %s, %s, now() - make_interval(secs => %s), now() - make_interval(secs => %s))
+        INSERT INTO pgqueue.workers
+            (id, host, pid, queues, concurrency, running, started_at, heartbeat_at, heartbeat_interval, stopped_at)
+        VALUES (%(id)s, %(host)s, %(pid)s, %(queues)s, %(concurrency)s, %(running)s,
+                now() - make_interval(secs => %(started_ago)s), now() - make_interval(secs => %(heartbeat_ago)s),
+                %(interval)s, CASE WHEN %(stopped)s THEN now() - make_interval(secs => %(heartbeat_ago)s) END)
         ON CONFLICT (id) DO UPDATE SET running = excluded.running, heartbeat_at = excluded.heartbeat_at
         """,
-        (worker_id, host, pid, queues, concurrency, running, started_ago, heartbeat_ago),
+        {
+            "id": worker_id,
+            "host": host,
+            "pid": pid,
+            "queues": queues,
+            "concurrency": concurrency,
+            "running": running,
+            "started_ago": started_ago,
+            "heartbeat_ago": heartbeat_ago,
+            "interval": heartbeat_interval,
+            "stopped": stopped,
+        },
     )
 
 
@@ -173,6 +190,7 @@ def populate(db: psycopg.Connection) -> dict[str, int]:
     register_worker(db, "app-1:4242:9f3c1a", host="app-1", pid=4242, concurrency=16, running=5)
     register_worker(db, "app-2:3117:52e0bd", host="app-2", pid=3117, queues=["emails", "webhooks"], running=0)
     register_worker(db, "app-3:998:0c77aa", host="app-3", pid=998, queues=["default"], concurrency=4, heartbeat_ago=300)
+    register_worker(db, "app-4:2210:7d41e9", host="app-4", pid=2210, started_ago=3000, heartbeat_ago=1200, stopped=True)
     db.execute(
         "INSERT INTO pgqueue.schedules "
         "(name, cron, timezone, task, queue, skip_if_running, next_fire_at, last_fire_at) "

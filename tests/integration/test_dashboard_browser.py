@@ -238,6 +238,8 @@ def test_pause_stops_a_real_worker_and_resume_wakes_it(
         first = insert_job(db, task="record", args={"n": 1})
         wait_for(lambda: status_of(db, first) == "completed", timeout=30, what="the worker runs a job")
         browser.get(site + "/")
+        # The worker's own registry row, as it wrote it when it started.
+        assert str(worker.pid) in "".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, "tr.worker-alive"))
         wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "button[data-action=pause]"), what="pause button")
         click(browser, "button[data-action=pause]")
         wait_for(lambda: "done=paused" in browser.current_url, what="paused")
@@ -254,6 +256,8 @@ def test_pause_stops_a_real_worker_and_resume_wakes_it(
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0, output
+    browser.get(site + "/")  # a clean stop is marked in the registry: shown as stopped, not as dead
+    assert str(worker.pid) in "".join(e.text for e in browser.find_elements(By.CSS_SELECTOR, "tr.worker-stopped"))
 
 
 def test_read_only_mode_shows_no_actions(dsn: str, browser: WebDriver, db: psycopg.Connection) -> None:

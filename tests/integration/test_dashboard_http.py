@@ -20,7 +20,13 @@ httpx = pytest.importorskip("httpx")
 
 from pgqueue.dashboard import create_app  # noqa: E402
 from pgqueue.store.queries import QUERIES  # noqa: E402
-from tests.integration.dashboard_support import failed_errors, insert_job, live_server, populate  # noqa: E402
+from tests.integration.dashboard_support import (  # noqa: E402
+    failed_errors,
+    insert_job,
+    live_server,
+    populate,
+    register_worker,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
@@ -58,7 +64,7 @@ def test_pages_show_the_queue(client: httpx.Client, db: psycopg.Connection) -> N
     text = overview.text
     for queue in ("emails", "default", "webhooks", "reports"):
         assert f">{queue}</a>" in text
-    assert "paused" in text and "app-2" in text and ">dead<" in text and ">alive<" in text
+    assert "paused" in text and "app-2" in text and ">dead<" in text and ">alive<" in text and ">stopped<" in text
     assert "<svg" in text and "bar-completed" in text
     fragment = client.get("/fragment/overview")
     assert fragment.status_code == 200 and "<html" not in fragment.text and "Queues" in fragment.text
@@ -372,6 +378,59 @@ def test_hostile_rows_render_escaped_and_clipped(client: httpx.Client, db: psyco
     )
     page = client.get(f"/jobs/{deep}")
     assert page.status_code == 200 and "[[[[" in page.text and "not a JSON array" in page.text
+
+
+def test_forged_registry_rows_do_not_break_the_overview(client: httpx.Client, db: psycopg.Connection) -> None:
+    """Anyone who can write pgqueue.workers can write anything there: the overview shows such rows, escaped,
+    clipped and bounded, and keeps answering."""
+    db.execute(
+        """
+        INSERT INTO pgqueue.workers
+            (id, host, pid, queues, concurrency, running, started_at, heartbeat_at, stopped_at, heartbeat_interval)
+        VALUES
+            (repeat('<script>alert(1)</script>', 100) || E'\x1b[2J',
+             repeat(E'<img src=x onerror=alert(2)>\u202e', 40000), -5,
+             ARRAY[NULL, '<b>q</b>'], 0, 2147483647, now(), now(), NULL, NULL),
+            ('infinite', 'h', 1, NULL, 1, 0, '-infinity', 'infinity', 'infinity', 15),
+            ('many-queues', 'h', 2, (SELECT array_agg('queue-' || n) FROM generate_series(1, 10000) AS n), 1, 0,
+             now(), now() + interval '1 year', NULL, 15),
+            ('no-queues', 'h', 3, '{}', 1, 0, now(), now(), NULL, 15),
+            ('two-dimensional', 'h', 4, '{{a,b},{c,d}}', 1, 0, now(), now(), NULL, 15)
+        """
+    )
+    with pytest.raises(psycopg.errors.CheckViolation):  # migration 0007's check: no interval a reader cannot use
+        db.execute(
+            "INSERT INTO pgqueue.workers (id, host, pid, concurrency, heartbeat_interval) "
+            "VALUES ('nan', 'h', 1, 1, 'NaN')"
+        )
+    for path in ("/", "/fragment/overview"):
+        page = client.get(path)
+        assert page.status_code == 200, page.text[:2000]
+        text = page.text
+        assert len(page.content) < 300_000, len(page.content)
+        assert "<script>alert" not in text and "<img src=x" not in text and "<b>q</b>" not in text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "&lt;b&gt;q&lt;/b&gt;" in text
+        assert "\x1b" not in text and "\u202e" not in text
+        assert "+9,950 more" in text  # 50 of its 10,000 queue names shown
+        assert ">none<" in text  # an empty list is not "all"
+        assert "(null)" in text
+        for name in ("a", "b", "c", "d"):
+            assert f'<span class="chip">{name}</span>' in text
+        row = text.split(">infinite<", 1)[1].split("</tr>", 1)[0]
+        assert 'badge-dead"' in row  # a heartbeat no clock reaches is not a live worker
+
+
+def test_stopped_workers_do_not_push_running_ones_off(client: httpx.Client, db: psycopg.Connection) -> None:
+    # A burst worker run every few seconds leaves a stopped row each time, all newer than a busy worker's last beat.
+    db.execute(
+        "INSERT INTO pgqueue.workers (id, host, pid, concurrency, heartbeat_at, stopped_at, heartbeat_interval) "
+        "SELECT 'burst-' || n, 'cron-host', n, 1, now() - make_interval(secs => n * 0.01), now(), 15 "
+        "FROM generate_series(1, 300) AS n"
+    )
+    register_worker(db, "busy-one:77:abcdef", host="busy-host", pid=77, heartbeat_ago=20)
+    text = client.get("/").text
+    assert "busy-one:77:abcdef" in text
+    assert text.count('class="worker-stopped"') == 199  # the list is bounded: 200 rows, the running one first
 
 
 def test_non_form_posts_and_big_forms_are_refused(client: httpx.Client, db: psycopg.Connection) -> None:

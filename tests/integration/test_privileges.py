@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 
 from pgqueue import JobSpec, Queue
 from pgqueue.queue.jobs import COPY_AT_LEAST
-from pgqueue.store import grants, migrate
+from pgqueue.store import grants, migrate, run, statements
 from pgqueue.store.queries import QUERIES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,13 +310,18 @@ def test_worker_role_runs_jobs_rescues_prunes_and_operates(migrated: Setup) -> N
         # The timed housekeeping (the pruners run minutes after a worker starts, so not in a burst).
         pruned = worker.execute(QUERIES["prune_finished"], {"retention": "0 seconds", "batch": 5000}).rowcount
         assert pruned == 603
-        # The registry of workers (migration 0004): a worker's row upserted, its heartbeat, its stop.
+        # The registry of workers, by the worker's own statements: its row upserted (twice: a retried start),
+        # its heartbeat with the rescue, its stop, the pruning of rows long silent.
+        entry = statements.WorkerEntry(
+            worker_id="w1", host="h", pid=1, queues=["a"], concurrency=4, heartbeat_interval=15.0
+        )
         for _ in range(2):
-            worker.execute(
-                "INSERT INTO pgqueue.workers (id, host, pid, concurrency) VALUES ('w1', 'h', 1, 4) "
-                "ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), running = excluded.running"
-            )
-        worker.execute("UPDATE pgqueue.workers SET stopped_at = now() WHERE id = 'w1'")
+            run.count(worker, statements.register_worker(entry))
+        assert run.fetch(worker, statements.heartbeat_and_rescue_lost_jobs(entry, running=2)) == []
+        run.count(worker, statements.worker_stopped("w1"))
+        with migrated.superuser() as db:
+            db.execute("UPDATE pgqueue.workers SET heartbeat_at = now() - interval '2 days' WHERE id = 'w1'")
+        assert run.count(worker, statements.prune_workers(keep=timedelta(days=1), batch=10)) == 1
         worker.execute("SELECT paused FROM pgqueue.queues")
         for refused in ("DROP TABLE pgqueue.workers", "INSERT INTO pgqueue.queues (name, paused) VALUES ('q', true)"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):

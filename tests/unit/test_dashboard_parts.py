@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +13,10 @@ pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
 
 from pgqueue.dashboard import chart
 from pgqueue.dashboard.data import (
+    DEAD_AFTER,
     Clipped,
     Minute,
+    WorkerRow,
 )
 from pgqueue.dashboard.filters import BadRequest, Cursor, JobFilter, parse_cursor, parse_filter
 from pgqueue.dashboard.render import pretty_json, visible
@@ -78,3 +82,55 @@ def test_rendering_helpers_escape_and_survive_deep_json() -> None:
     deep = "[" * 5000 + "]" * 5000
     assert pretty_json(Clipped(deep, len(deep))) == deep
     assert pretty_json(Clipped('{"a":1}', 7)) == '{\n  "a": 1\n}'
+
+
+def test_the_dashboard_runs_no_sql_itself() -> None:
+    """Every statement goes through pgqueue/store/dashboard.py: no module of the dashboard imports the driver, the
+    pool or SQLAlchemy, or calls execute()."""
+    folder = Path(chart.__file__).parent
+    modules = sorted(folder.glob("*.py"))
+    assert len(modules) >= 6
+    for path in modules:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                names = []
+            for name in names:
+                assert name.split(".")[0] not in ("psycopg", "psycopg_pool", "sqlalchemy"), (path.name, name)
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("execute", "executemany", "cursor"), (path.name, node.attr)
+
+
+def _worker(**fields: object) -> WorkerRow:
+    values: dict[str, object] = {
+        "id": "h:1:abc",
+        "host": "h",
+        "pid": 1,
+        "queues": None,
+        "queues_total": 0,
+        "concurrency": 4,
+        "running": 0,
+        "started_at": datetime.now(UTC),
+        "heartbeat_at": datetime.now(UTC),
+        "stopped_at": None,
+        "silent_seconds": 0.0,
+        "heartbeat_interval": 15.0,
+    }
+    return WorkerRow(**(values | fields))  # type: ignore[arg-type]
+
+
+def test_worker_state_follows_its_own_heartbeat_interval() -> None:
+    assert _worker(silent_seconds=44.0).state == "alive"  # under three 15 s beats
+    assert _worker(silent_seconds=46.0).state == "dead"
+    assert _worker(silent_seconds=2.0, heartbeat_interval=0.5).state == "dead"
+    assert _worker(silent_seconds=100.0, heartbeat_interval=60.0).state == "alive"
+    # A row that does not say its interval (written before migration 0007): the fixed threshold.
+    assert _worker(silent_seconds=DEAD_AFTER - 1, heartbeat_interval=None).state == "alive"
+    assert _worker(silent_seconds=DEAD_AFTER + 1, heartbeat_interval=None).state == "dead"
+    # Stopped wins over silence; a heartbeat no clock reaches (infinite in the row) is dead, not alive.
+    assert _worker(silent_seconds=10_000.0, stopped_at=datetime.now(UTC) - timedelta(hours=1)).state == "stopped"
+    assert _worker(silent_seconds=None, heartbeat_at=None).state == "dead"
