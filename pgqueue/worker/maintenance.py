@@ -45,6 +45,7 @@ class Maintenance:
 
     async def run_once(self) -> None:
         await self.rescue_lost_jobs()
+        await self.wake_held()
         if time.time() >= self._next_prune:
             self._next_prune = time.time() + PRUNE_EVERY
             await self.prune()
@@ -63,6 +64,13 @@ class Maintenance:
         for queue_name in sorted({job.queue for job in runnable}):
             await self._runner.count(statements.notify_queue(queue_name))
         return len(runnable)
+
+    async def wake_held(self) -> int:
+        """One held job per limit key back to pending (and every job held by a limit that is gone): the claim
+        decides on it again. Catches a job parked by a claim just as the slot it wanted freed, which the
+        freeing statement could not yet see as held."""
+        woken = await self._runner.fetch(statements.wake_held(names=None, per_key=1))
+        return sum(int(row.woken) for row in woken)
 
     async def prune(self) -> int:
         deleted = 0
