@@ -728,7 +728,7 @@ names AS (
 SELECT names.name,
        coalesce(queues.paused, false) AS paused,
        limits.concurrency,
-       coalesce(counts.jobs, '{}'::jsonb)::text AS jobs
+       coalesce(counts.jobs, jsonb_build_object())::text AS jobs
 FROM names
 LEFT JOIN pgqueue.queues ON queues.name = names.name
 LEFT JOIN pgqueue.limits ON limits.scope = 'queue' AND limits.target = names.name

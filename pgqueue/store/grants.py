@@ -93,6 +93,12 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     Grant(("SELECT", "INSERT", "DELETE"), "TABLE", "schedule_fires"),  # one row per fire; pruned
     Grant(("SELECT",), "TABLE", "queues"),  # a claim reads which queues are paused
     Grant(("SELECT", "INSERT", "UPDATE"), "TABLE", "workers"),  # each worker's row: upserted, heartbeat, stopped
+    # Concurrency limits (migration 0008): read by every claim, synced by workers at start and by `pgqueue queues
+    # limit`. (Pausing a queue stays an owner's action, as before: the worker role only reads pgqueue.queues.)
+    Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "limits"),
+    Grant(("EXECUTE",), "FUNCTION", "grant_slots", argument_types=("bigint[]", "bigint[]")),
+    Grant(("EXECUTE",), "FUNCTION", "job_limit_keys", argument_types=("bigint[]",)),
+    Grant(("EXECUTE",), "FUNCTION", "limit_of", argument_types=("text",)),
     *_IDS_AND_VERSION,
 )
 
