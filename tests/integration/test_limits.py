@@ -149,8 +149,7 @@ def test_a_killed_workers_slot_frees_only_when_its_lease_is_rescued(
     most, above = overlaps(db, ["limited"], limits_app.CONCURRENCY)
     assert above == 0 and most == limits_app.CONCURRENCY
     rescued_at = db.execute(
-        "SELECT min((e ->> 'at')::timestamptz) FROM pgqueue.jobs, jsonb_array_elements(errors) AS e "
-        "WHERE id = ANY(%s)",
+        "SELECT min((e ->> 'at')::timestamptz) FROM pgqueue.jobs, jsonb_array_elements(errors) AS e WHERE id = ANY(%s)",
         (list(lost),),
     ).fetchone()[0]
     first_other = db.execute(
