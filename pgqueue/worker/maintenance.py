@@ -65,6 +65,10 @@ class Maintenance:
             await self._runner.count(statements.notify_queue(queue_name))
         return len(runnable)
 
+    async def rescue_and_wake(self) -> int:
+        """A burst worker's last look: lost jobs rescued and held ones woken; how many became runnable."""
+        return await self.rescue_lost_jobs() + await self.wake_held()
+
     async def wake_held(self) -> int:
         """One held job per limit key back to pending (and every job held by a limit that is gone): the claim
         decides on it again. Catches a job parked by a claim just as the slot it wanted freed, which the

@@ -130,6 +130,8 @@ class Producer:
         # committed after the claim's snapshot, and its wake-up must not be lost (it would wait for
         # the next notification or the poll).
         self._claim_wanted = False
+        # Outcomes written with this claim may free limit slots, and so wake held jobs after the claim's snapshot.
+        wrote_outcomes = bool(self._completer)
         claimed = await self._completer.flush_and_claim(room)
         if claimed is None:  # database unreachable (retried after the reconnect delay) or a bad outcome
             self._claim_wanted = True
@@ -147,6 +149,9 @@ class Producer:
             self._due_unknown = False
             await self._refresh_next_due()
         if not self._settings.burst or any(not job.held for job in claimed) or self._slots.running or self.prefetched:
+            return False
+        if wrote_outcomes:
+            self._claim_wanted = True  # a burst worker looks once more at what its last outcomes made runnable
             return False
         await self._completer.flush()
         # Jobs of a vanished worker are runnable once rescued: a deployment that runs only burst workers must

@@ -81,7 +81,7 @@ class Worker:
             self.connection,
             self._stopping,
             on_lost=self._reconnect,
-            rescue=self._maintenance.rescue_lost_jobs,
+            rescue=self._maintenance.rescue_and_wake,
         )
         self._leases: LeaseKeeper | None = None
 
