@@ -39,67 +39,88 @@ CREATE FUNCTION pgqueue.grant_slots(candidates bigint[], finished bigint[])
 RETURNS TABLE (job_id bigint, keys text[], held_by text)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
+    -- One element per (job, key), in claim order: what each candidate needs.
+    need_ids bigint[];
+    need_keys text[];
+    -- One element per distinct key: how to count its running jobs, and then how many slots are free.
+    key_names text[];
+    key_scopes text[];
+    key_targets text[];
+    key_args text[];
+    key_values jsonb[];
+    key_caps integer[];
+    free integer[];
     lock_id bigint;
-    key_names text[] := ARRAY[]::text[];
-    free integer[] := ARRAY[]::integer[];
-    slot record;
-    candidate record;
+    first_index integer := 1;
+    last_index integer;
     position integer;
     full_key text;
 BEGIN
     IF coalesce(cardinality(candidates), 0) = 0 THEN
         RETURN;
     END IF;
-    -- Claims wanting a key take turns here, each key locked in one global order (no deadlock among claims).
-    FOR lock_id IN
-        SELECT DISTINCT hashtextextended(k.key, 8008)
+    SELECT array_agg(k.id ORDER BY k.ord, k.key), array_agg(k.key ORDER BY k.ord, k.key)
+    INTO need_ids, need_keys
+    FROM pgqueue.job_limit_keys(candidates) AS k;
+    IF need_ids IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(d.key ORDER BY d.key), array_agg(d.scope ORDER BY d.key), array_agg(d.target ORDER BY d.key),
+           array_agg(d.key_arg ORDER BY d.key), array_agg(d.key_value ORDER BY d.key),
+           array_agg(d.concurrency ORDER BY d.key)
+    INTO key_names, key_scopes, key_targets, key_args, key_values, key_caps
+    FROM (
+        SELECT DISTINCT ON (k.key) k.key, k.scope, k.target, k.key_arg, k.key_value, k.concurrency
         FROM pgqueue.job_limit_keys(candidates) AS k
-        ORDER BY 1
-    LOOP
+        ORDER BY k.key
+    ) AS d;
+    -- Claims wanting a key take turns here, each key locked in one global order (no deadlock among claims).
+    FOR lock_id IN SELECT DISTINCT hashtextextended(name, 8008) FROM unnest(key_names) AS name ORDER BY 1 LOOP
         PERFORM pg_advisory_xact_lock(lock_id);
     END LOOP;
     -- A new statement, so a new snapshot: it sees every claim of these keys committed before our locks.
-    FOR slot IN
-        SELECT k.key, k.concurrency - (
-            SELECT count(*)
-            FROM pgqueue.jobs AS running
-            WHERE running.status = 'running'
-              AND running.id <> ALL(coalesce(finished, ARRAY[]::bigint[]))
-              AND CASE WHEN k.scope = 'task' THEN running.task ELSE running.queue END = k.target
-              AND (k.key_arg IS NULL OR coalesce(running.args -> k.key_arg, 'null'::jsonb) = k.key_value)
-        ) AS free
-        FROM (
-            SELECT DISTINCT ON (limit_key.key) limit_key.*
-            FROM pgqueue.job_limit_keys(candidates) AS limit_key
-            ORDER BY limit_key.key
-        ) AS k
-    LOOP
-        key_names := key_names || slot.key;
-        free := free || slot.free::integer;
-    END LOOP;
+    SELECT array_agg(
+               slot.cap - (
+                   SELECT count(*)
+                   FROM pgqueue.jobs AS running
+                   WHERE running.status = 'running'
+                     AND running.id <> ALL(coalesce(finished, ARRAY[]::bigint[]))
+                     AND CASE WHEN slot.scope = 'task' THEN running.task ELSE running.queue END = slot.target
+                     AND (slot.arg IS NULL OR coalesce(running.args -> slot.arg, 'null'::jsonb) = slot.value)
+               )::integer
+               ORDER BY slot.ord
+           )
+    INTO free
+    FROM unnest(key_scopes, key_targets, key_args, key_values, key_caps) WITH ORDINALITY
+         AS slot(scope, target, arg, value, cap, ord);
     -- In claim order: a job runs when every key it needs has a free slot, else it is held by the first full one.
-    FOR candidate IN
-        SELECT k.id, array_agg(k.key ORDER BY k.key) AS job_keys
-        FROM pgqueue.job_limit_keys(candidates) AS k
-        GROUP BY k.id, k.ord
-        ORDER BY k.ord
-    LOOP
+    WHILE first_index <= cardinality(need_ids) LOOP
+        last_index := first_index;
+        WHILE last_index < cardinality(need_ids) AND need_ids[last_index + 1] = need_ids[first_index] LOOP
+            last_index := last_index + 1;
+        END LOOP;
         full_key := NULL;
-        FOR position IN SELECT array_position(key_names, unnest) FROM unnest(candidate.job_keys) LOOP
+        FOR i IN first_index..last_index LOOP
+            position := array_position(key_names, need_keys[i]);
             IF free[position] <= 0 THEN
                 full_key := key_names[position];
                 EXIT;
             END IF;
         END LOOP;
+        job_id := need_ids[first_index];
         IF full_key IS NULL THEN
-            FOR position IN SELECT array_position(key_names, unnest) FROM unnest(candidate.job_keys) LOOP
+            FOR i IN first_index..last_index LOOP
+                position := array_position(key_names, need_keys[i]);
                 free[position] := free[position] - 1;
             END LOOP;
-            job_id := candidate.id; keys := candidate.job_keys; held_by := NULL;
+            keys := need_keys[first_index:last_index];
+            held_by := NULL;
         ELSE
-            job_id := candidate.id; keys := NULL; held_by := full_key;
+            keys := NULL;
+            held_by := full_key;
         END IF;
         RETURN NEXT;
+        first_index := last_index + 1;
     END LOOP;
 END
 $$
@@ -144,19 +165,40 @@ CREATE FUNCTION pgqueue.wake_held() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     woken record;
+    freed text[];
 BEGIN
-    -- One held job per key this job held (SKIP LOCKED: two statements waking at once never wait on each other).
+    IF TG_OP = 'DELETE' THEN
+        freed := OLD.limit_keys;
+    ELSE
+        -- Only keys with a slot free now. A claim in this same statement may have taken the slot again (it does
+        -- not count the jobs it completes): then no held job is woken only to be held once more. Another
+        -- transaction can take it only after this one commits, so a slot freed here is never missed.
+        SELECT array_agg(k.key) INTO freed
+        FROM pgqueue.job_limit_keys(ARRAY[OLD.id]) AS k
+        WHERE k.key = ANY(OLD.limit_keys)
+          AND k.concurrency > (
+              SELECT count(*)
+              FROM pgqueue.jobs AS running
+              WHERE running.status = 'running'
+                AND CASE WHEN k.scope = 'task' THEN running.task ELSE running.queue END = k.target
+                AND (k.key_arg IS NULL OR coalesce(running.args -> k.key_arg, 'null'::jsonb) = k.key_value)
+          );
+    END IF;
+    IF freed IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- One held job per key freed (SKIP LOCKED: two statements waking at once never wait on each other).
     FOR woken IN
         WITH picked AS (
             SELECT (
                 SELECT held.id
                 FROM pgqueue.jobs AS held
-                WHERE held.status = 'held' AND held.held_by = freed.key
+                WHERE held.status = 'held' AND held.held_by = freed_key.key
                 ORDER BY held.priority DESC, held.run_at, held.id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED
             ) AS id
-            FROM unnest(OLD.limit_keys) AS freed(key)
+            FROM unnest(freed) AS freed_key(key)
         ),
         unparked AS (
             UPDATE pgqueue.jobs AS job
