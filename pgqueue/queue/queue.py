@@ -5,6 +5,7 @@ Every enqueue is a plan (store/run.py) written once; the sync and async methods 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
@@ -13,10 +14,12 @@ from pgqueue.cron.schedule import Schedule, declare
 from pgqueue.errors import InvalidJobError, UnknownTaskError
 from pgqueue.queue import jobs
 from pgqueue.queue.jobs import JobSpec
+from pgqueue.queue.limits import Limit, check_concurrency, check_queue_name
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
 from pgqueue.queue.tasks import Task
 from pgqueue.settings import resolve_dsn
 from pgqueue.store import admin, statements
+from pgqueue.store import limits as limit_store
 from pgqueue.store.database import Database
 from pgqueue.store.run import Plan
 
@@ -36,6 +39,7 @@ class Queue:
         self.default_max_attempts = max_attempts
         self.tasks: dict[str, Task] = {}
         self.schedules: list[Schedule] = []  # declared by @periodic; run by every worker's scheduler
+        self.queue_limits: dict[str, Limit] = {}  # declared by limit_queue; synced by every worker at start
         self._database = Database(lambda: self.dsn, pool_size)
 
     # -- configuration --------------------------------------------------------------------------
@@ -69,6 +73,8 @@ class Queue:
         max_attempts: int | None = None,
         retry: RetryPolicy = DEFAULT_BACKOFF,
         timeout: float | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -82,8 +88,14 @@ class Queue:
         max_attempts: int | None = None,
         retry: RetryPolicy = DEFAULT_BACKOFF,
         timeout: float | None = None,
+        concurrency: int | None = None,
+        concurrency_key: str | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
-        """Register a handler (sync or async) as a task: `@queue.task` or `@queue.task(name=...)`."""
+        """Register a handler (sync or async) as a task: `@queue.task` or `@queue.task(name=...)`.
+
+        `concurrency=N`: at most N jobs of this task run at once across all workers and hosts (exact, decided
+        inside the claim); with `concurrency_key="customer_id"`, at most N per value of that argument.
+        """
 
         def register(handler: Callable[..., Any]) -> Task:
             task_name = name or handler.__name__
@@ -93,6 +105,7 @@ class Queue:
                 raise ValueError("max_attempts must be at least 1")
             if timeout is not None and timeout <= 0:
                 raise ValueError("timeout must be positive")
+            limit = _task_limit(task_name, handler, concurrency, concurrency_key)
             registered = Task(
                 name=task_name,
                 fn=handler,
@@ -101,12 +114,27 @@ class Queue:
                 max_attempts=max_attempts,
                 retry=retry,
                 timeout=timeout,
+                limit=limit,
                 enqueuer=self,
             )
             self.tasks[task_name] = registered
             return registered
 
         return register(fn) if fn is not None else register
+
+    def limit_queue(self, queue_name: str, *, concurrency: int) -> None:
+        """Declare that at most `concurrency` jobs of queue `queue_name` run at once, across all workers.
+
+        Synced by every worker when it starts (a run-time `set_queue_limit` or `pgqueue queues limit` holds
+        until the next worker start declares this again)."""
+        check_queue_name(queue_name)
+        self.queue_limits[queue_name] = Limit("queue", queue_name, check_concurrency(concurrency, "concurrency"))
+
+    @property
+    def limits(self) -> list[Limit]:
+        """Every limit this app declares: its tasks' and its queues'."""
+        declared = [task.limit for task in self.tasks.values() if task.limit is not None]
+        return declared + list(self.queue_limits.values())
 
     def get_task(self, name: str) -> Task:
         try:
@@ -287,6 +315,28 @@ class Queue:
         with self._database.connection() as conn:
             return admin.cancel(conn, ids)
 
+    def pause(self, queue_name: str) -> None:
+        """Pause a queue: no job of it is claimed from the next claim on; running jobs finish."""
+        with self._database.connection() as conn:
+            limit_store.set_paused(conn, check_queue_name(queue_name), True)
+
+    def resume(self, queue_name: str) -> None:
+        """Resume a paused queue; its idle workers are woken at once."""
+        with self._database.connection() as conn:
+            limit_store.set_paused(conn, check_queue_name(queue_name), False)
+
+    def set_queue_limit(self, queue_name: str, concurrency: int | None) -> None:
+        """Set a queue's concurrency limit now, in the database (None removes it), for every worker at once."""
+        check_queue_name(queue_name)
+        value = None if concurrency is None else check_concurrency(concurrency, "concurrency")
+        with self._database.connection() as conn:
+            limit_store.set_queue_limit(conn, queue_name, value)
+
+    def queues(self) -> list[limit_store.QueueInfo]:
+        """Every queue with jobs, settings or a limit: job counts per status, paused or not, its limit."""
+        with self._database.connection() as conn:
+            return limit_store.list_queues(conn)
+
     # -- connections ----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -300,6 +350,24 @@ class Queue:
     async def aclose(self) -> None:
         """Close all of pgqueue's own connections, sync and async."""
         await self._database.aclose()
+
+
+def _task_limit(
+    task_name: str, handler: Callable[..., Any], concurrency: int | None, concurrency_key: str | None
+) -> Limit | None:
+    if concurrency is None:
+        if concurrency_key is not None:
+            raise ValueError("concurrency_key needs concurrency (how many jobs per key may run at once)")
+        return None
+    check_concurrency(concurrency, "concurrency")
+    if concurrency_key is not None:
+        if not isinstance(concurrency_key, str) or not concurrency_key:
+            raise ValueError("concurrency_key must be the name of one of the task's arguments")
+        parameters = inspect.signature(handler).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        if not takes_any and concurrency_key not in parameters:
+            raise ValueError(f"concurrency_key {concurrency_key!r} is not an argument of task {task_name!r}")
+    return Limit("task", task_name, concurrency, concurrency_key)
 
 
 def _insert_one(params: dict[str, Any]) -> Callable[[bool], Plan[int]]:

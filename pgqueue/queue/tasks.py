@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pgqueue.errors import InvalidJobError
+from pgqueue.queue.limits import Limit
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
 
 
@@ -31,6 +32,7 @@ class Task:
     max_attempts: int | None = None
     retry: RetryPolicy = DEFAULT_BACKOFF
     timeout: float | None = None
+    limit: Limit | None = None  # concurrency limit across all workers (pgqueue.limits)
     enqueuer: Enqueuer | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:

@@ -21,13 +21,13 @@ WITH inserted AS (
         COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
         %(dedup_key)s, %(schedule)s
     )
-    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running', 'held') DO NOTHING
     RETURNING id
 )
 SELECT id FROM inserted
 UNION ALL
 SELECT id FROM pgqueue.jobs
-WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running') AND NOT EXISTS (SELECT FROM inserted)
+WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running', 'held') AND NOT EXISTS (SELECT FROM inserted)
 LIMIT 1;
 
 -- name: insert_jobs
@@ -59,27 +59,57 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts) FROM STDIN;
 -- attempts is capped below the integer maximum so that one hand-edited row cannot make every claim fail
 -- (the worker fails a job claimed past its max_attempts without running it).
 -- args come back as text: the worker parses each job's on its own, so one unreadable row fails alone.
+-- Concurrency limits (pgqueue.limits, read once per claim like the paused queues): picked jobs of a limited
+-- task or queue go through pgqueue.grant_slots (migration 0008), which grants the free slots exactly; a job it
+-- denies is parked as `held`, uncharged, and comes back with `held` true so the worker knows the batch was
+-- not short for want of jobs. With no limits declared, grant_slots is never called. `finished` names the
+-- jobs this statement completes (composed in store/queries.py): their slots are free for this claim.
+-- grant_slots serves its candidates in the order given: picked's, which a CTE scan keeps (no second sort).
 WITH paused AS MATERIALIZED (
     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
 ),
+limited AS MATERIALIZED (
+    SELECT coalesce(array_agg(target) FILTER (WHERE scope = 'task'), ARRAY[]::text[]) AS tasks,
+           coalesce(array_agg(target) FILTER (WHERE scope = 'queue'), ARRAY[]::text[]) AS queues
+    FROM pgqueue.limits
+    HAVING count(*) > 0
+),
 picked AS (
-    SELECT id
+    SELECT id, task, queue, priority, run_at
     FROM pgqueue.jobs, paused
     WHERE status = 'pending' AND run_at <= now() AND queue <> ALL(paused.queues)
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE OF jobs SKIP LOCKED
+),
+decided AS (
+    SELECT granted.job_id, granted.keys, granted.held_by
+    FROM limited
+    CROSS JOIN LATERAL pgqueue.grant_slots(
+        ARRAY(
+            SELECT picked.id FROM picked
+            WHERE picked.task = ANY(limited.tasks) OR picked.queue = ANY(limited.queues)
+        ),
+        ARRAY(SELECT finished.id FROM finished)
+    ) AS granted
+),
+claimed AS (
+    UPDATE pgqueue.jobs AS job
+    SET status = CASE WHEN decided.held_by IS NULL THEN 'running' ELSE 'held' END,
+        attempts = CASE WHEN decided.held_by IS NULL THEN least(job.attempts, 2147483646) + 1 ELSE job.attempts END,
+        started_at = NULL,
+        finished_at = NULL,
+        worker_id = CASE WHEN decided.held_by IS NULL THEN %(worker_id)s END,
+        lease_expires_at = CASE WHEN decided.held_by IS NULL THEN now() + %(lease)s::interval END,
+        limit_keys = decided.keys,
+        held_by = decided.held_by
+    FROM picked
+    LEFT JOIN decided ON decided.job_id = picked.id
+    WHERE job.id = picked.id
+    RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by
 )
-UPDATE pgqueue.jobs AS job
-SET status = 'running',
-    attempts = least(job.attempts, 2147483646) + 1,
-    started_at = NULL,
-    finished_at = NULL,
-    worker_id = %(worker_id)s,
-    lease_expires_at = now() + %(lease)s::interval
-FROM picked
-WHERE job.id = picked.id
-RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts;
+SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held
+FROM claimed;
 
 -- name: claim_from_queues
 -- The same for named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
@@ -87,12 +117,18 @@ RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_att
 WITH paused AS MATERIALIZED (
     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
 ),
+limited AS MATERIALIZED (
+    SELECT coalesce(array_agg(target) FILTER (WHERE scope = 'task'), ARRAY[]::text[]) AS tasks,
+           coalesce(array_agg(target) FILTER (WHERE scope = 'queue'), ARRAY[]::text[]) AS queues
+    FROM pgqueue.limits
+    HAVING count(*) > 0
+),
 picked AS (
-    SELECT candidate.id
+    SELECT candidate.id, candidate.task, wanted.queue, candidate.priority, candidate.run_at
     FROM unnest(%(queues)s::text[]) AS wanted(queue)
     CROSS JOIN paused
     CROSS JOIN LATERAL (
-        SELECT id, priority, run_at
+        SELECT id, task, priority, run_at
         FROM pgqueue.jobs
         WHERE queue = wanted.queue AND status = 'pending' AND run_at <= now()
         ORDER BY priority DESC, run_at, id
@@ -102,17 +138,35 @@ picked AS (
     WHERE wanted.queue <> ALL(paused.queues)
     ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
     LIMIT %(limit)s
+),
+decided AS (
+    SELECT granted.job_id, granted.keys, granted.held_by
+    FROM limited
+    CROSS JOIN LATERAL pgqueue.grant_slots(
+        ARRAY(
+            SELECT picked.id FROM picked
+            WHERE picked.task = ANY(limited.tasks) OR picked.queue = ANY(limited.queues)
+        ),
+        ARRAY(SELECT finished.id FROM finished)
+    ) AS granted
+),
+claimed AS (
+    UPDATE pgqueue.jobs AS job
+    SET status = CASE WHEN decided.held_by IS NULL THEN 'running' ELSE 'held' END,
+        attempts = CASE WHEN decided.held_by IS NULL THEN least(job.attempts, 2147483646) + 1 ELSE job.attempts END,
+        started_at = NULL,
+        finished_at = NULL,
+        worker_id = CASE WHEN decided.held_by IS NULL THEN %(worker_id)s END,
+        lease_expires_at = CASE WHEN decided.held_by IS NULL THEN now() + %(lease)s::interval END,
+        limit_keys = decided.keys,
+        held_by = decided.held_by
+    FROM picked
+    LEFT JOIN decided ON decided.job_id = picked.id
+    WHERE job.id = picked.id
+    RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by
 )
-UPDATE pgqueue.jobs AS job
-SET status = 'running',
-    attempts = least(job.attempts, 2147483646) + 1,
-    started_at = NULL,
-    finished_at = NULL,
-    worker_id = %(worker_id)s,
-    lease_expires_at = now() + %(lease)s::interval
-FROM picked
-WHERE job.id = picked.id
-RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts;
+SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held
+FROM claimed;
 
 -- name: record_starts
 -- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
@@ -141,7 +195,8 @@ FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(results)s::jsonb[]) AS don
 WHERE job.id = done.id
   AND job.attempts = done.attempt
   AND job.status = 'running'
-  AND job.worker_id = %(worker_id)s;
+  AND job.worker_id = %(worker_id)s
+RETURNING job.id;
 
 -- name: fail_jobs
 -- Batched failure: each job goes back to pending after its backoff (retry) or to failed.
@@ -356,7 +411,7 @@ decided AS (
     LEFT JOIN LATERAL (  -- at most one: the partial unique index (which serves this lookup)
         SELECT j.id, j.status
         FROM pgqueue.jobs j
-        WHERE j.dedup_key = m.dedup_key AND j.status IN ('pending', 'running')
+        WHERE j.dedup_key = m.dedup_key AND j.status IN ('pending', 'running', 'held')
         LIMIT 1
     ) holder ON true
 ),
@@ -379,7 +434,7 @@ ORDER BY d.id;
 WITH cancelled AS (
     UPDATE pgqueue.jobs
     SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
-    WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'running')
+    WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'running', 'held')
     RETURNING id, worker_id
 )
 SELECT id, worker_id, pg_notify('pgqueue_cancel', json_build_object('id', id)::text)::text AS notified
@@ -544,8 +599,9 @@ FROM pgqueue.schedules
 WHERE name = ANY(%(names)s::text[]);
 
 -- name: check_schema
--- A worker's first statement: fails at once (UndefinedTable) when the database has no pgqueue schema yet.
-SELECT 1 FROM pgqueue.jobs LIMIT 0;
+-- A worker's first statement: fails at once (UndefinedTable) when the database has no pgqueue schema yet, and
+-- tells the worker which migration the database is at (it refuses to run on one older than its code).
+SELECT version_num FROM pgqueue.alembic_version;
 
 -- name: probe
 -- A LISTEN connection's heartbeat: a silently dead connection delivers no notifications, this finds it out.
@@ -555,3 +611,138 @@ SELECT 1;
 -- Compared with the pid the connection was given at start-up: they differ only when a pooler
 -- (PgBouncer and the like) sits in between, since it hands its clients made-up keys.
 SELECT pg_backend_pid();
+
+-- ================================================================================================
+-- queue control (pgqueue/store/limits.py): concurrency limits, pause and resume
+-- ================================================================================================
+
+-- name: sync_limits
+-- A worker registers the limits its app declares (parallel arrays, sorted by name so that all workers lock
+-- rows in one order) and removes the task limits of its registered tasks (`tasks`) that no longer declare one.
+-- Queue limits are only ever added or changed here: one set at run time stays until removed. Returns the
+-- limits that changed, whose held jobs the caller wakes (wake_held) so the claim decides on them anew.
+WITH declared AS (
+    SELECT *
+    FROM unnest(
+        %(names)s::text[], %(scopes)s::text[], %(targets)s::text[], %(concurrencies)s::int[], %(key_args)s::text[]
+    ) AS d(name, scope, target, concurrency, key_arg)
+),
+registered AS (
+    INSERT INTO pgqueue.limits AS l (name, scope, target, concurrency, key_arg, updated_at)
+    SELECT name, scope, target, concurrency, key_arg, now() FROM declared
+    ON CONFLICT (name) DO UPDATE
+    SET concurrency = excluded.concurrency, key_arg = excluded.key_arg, updated_at = now()
+    WHERE (l.concurrency, l.key_arg) IS DISTINCT FROM (excluded.concurrency, excluded.key_arg)
+    RETURNING name
+),
+removed AS (
+    DELETE FROM pgqueue.limits
+    WHERE scope = 'task' AND target = ANY(%(tasks)s::text[]) AND name <> ALL(%(names)s::text[])
+    RETURNING name
+)
+SELECT name FROM registered
+UNION ALL
+SELECT name FROM removed;
+
+-- name: set_limit
+-- One limit set at run time (`pgqueue queues limit`, Queue.limit_queue outside a worker).
+INSERT INTO pgqueue.limits AS l (name, scope, target, concurrency, key_arg, updated_at)
+VALUES (%(name)s, %(scope)s, %(target)s, %(concurrency)s, %(key_arg)s, now())
+ON CONFLICT (name) DO UPDATE
+SET concurrency = excluded.concurrency, key_arg = excluded.key_arg, updated_at = now()
+RETURNING name;
+
+-- name: remove_limit
+DELETE FROM pgqueue.limits WHERE name = %(name)s RETURNING name;
+
+-- name: wake_held
+-- Held jobs back to pending: up to `per_key` per limit key (NULL: all) of the limits named (NULL: every limit),
+-- and every held job whose limit no longer exists. A claim decides on them anew, so waking too many costs a
+-- claim, never a limit. Run after a limit changes, and by maintenance each round with per_key 1: a claim that
+-- parked a job just as the slot it wanted freed (the freeing statement found it not yet held) is caught here.
+WITH keys AS (
+    SELECT key, pgqueue.limit_of(key) AS limit_name
+    FROM (SELECT DISTINCT held_by AS key FROM pgqueue.jobs WHERE status = 'held') AS held_keys
+),
+picked AS (
+    SELECT held.id
+    FROM keys
+    CROSS JOIN LATERAL (
+        SELECT job.id
+        FROM pgqueue.jobs AS job
+        WHERE job.status = 'held' AND job.held_by = keys.key
+        ORDER BY job.priority DESC, job.run_at, job.id
+        LIMIT CASE WHEN keys.limit_name IS NOT NULL THEN %(per_key)s::int END
+        FOR UPDATE SKIP LOCKED
+    ) AS held
+    WHERE %(names)s::text[] IS NULL
+       OR keys.limit_name = ANY(%(names)s::text[])
+       OR keys.limit_name IS NULL
+),
+woken AS (
+    UPDATE pgqueue.jobs AS job
+    SET status = 'pending', held_by = NULL
+    FROM picked
+    WHERE job.id = picked.id AND job.status = 'held'
+    RETURNING job.queue
+)
+SELECT queue, count(*) AS woken,
+       pg_notify('pgqueue_jobs', json_build_object('queue', queue, 'run_at', 0)::text)::text AS notified
+FROM woken
+GROUP BY queue;
+
+-- name: set_queue_paused
+-- Pause or resume a queue. Workers read pgqueue.queues inside every claim, so a pause holds from the next claim
+-- on (running jobs finish); a resume notifies the queue's workers, which claim at once.
+WITH changed AS (
+    INSERT INTO pgqueue.queues AS q (name, paused, updated_at)
+    VALUES (%(queue)s, %(paused)s, now())
+    ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = now()
+    RETURNING name, paused
+)
+SELECT name, paused,
+       CASE WHEN NOT paused
+            THEN pg_notify('pgqueue_jobs', json_build_object('queue', name, 'run_at', 0)::text)::text END AS notified
+FROM changed;
+
+-- name: queue_known
+-- A queue is known when it has jobs, settings or a limit.
+SELECT EXISTS (SELECT FROM pgqueue.jobs WHERE queue = %(queue)s)
+    OR EXISTS (SELECT FROM pgqueue.queues WHERE name = %(queue)s)
+    OR EXISTS (SELECT FROM pgqueue.limits WHERE scope = 'queue' AND target = %(queue)s) AS known;
+
+-- name: list_queues
+-- Every queue with jobs, settings or a limit: its job counts per status (a JSON object), paused or not, and its
+-- concurrency limit (NULL: none).
+WITH counts AS (
+    SELECT queue, jsonb_object_agg(status, jobs) AS jobs
+    FROM (SELECT queue, status, count(*) AS jobs FROM pgqueue.jobs GROUP BY queue, status) AS per_status
+    GROUP BY queue
+),
+names AS (
+    SELECT queue AS name FROM counts
+    UNION
+    SELECT name FROM pgqueue.queues
+    UNION
+    SELECT target FROM pgqueue.limits WHERE scope = 'queue'
+)
+SELECT names.name,
+       coalesce(queues.paused, false) AS paused,
+       limits.concurrency,
+       coalesce(counts.jobs, jsonb_build_object())::text AS jobs
+FROM names
+LEFT JOIN pgqueue.queues ON queues.name = names.name
+LEFT JOIN pgqueue.limits ON limits.scope = 'queue' AND limits.target = names.name
+LEFT JOIN counts ON counts.queue = names.name
+ORDER BY names.name;
+
+-- name: list_limits
+-- Every declared limit, with how many of its jobs run and how many are held right now.
+SELECT lim.name, lim.scope, lim.target, lim.concurrency, lim.key_arg,
+       (SELECT count(*) FROM pgqueue.jobs AS job
+        WHERE job.status = 'running'
+          AND CASE WHEN lim.scope = 'task' THEN job.task ELSE job.queue END = lim.target) AS running,
+       (SELECT count(*) FROM pgqueue.jobs AS job
+        WHERE job.status = 'held' AND pgqueue.limit_of(job.held_by) = lim.name) AS held
+FROM pgqueue.limits AS lim
+ORDER BY lim.name;

@@ -94,6 +94,12 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     Grant(("SELECT",), "TABLE", "queues"),  # a claim reads which queues are paused
     # Each worker's row: upserted, heartbeat, stopped; rows of workers long silent pruned.
     Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "workers"),
+    # Concurrency limits (migration 0008): read by every claim, synced by workers at start and by `pgqueue queues
+    # limit`. (Pausing a queue stays an owner's action, as before: the worker role only reads pgqueue.queues.)
+    Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "limits"),
+    Grant(("EXECUTE",), "FUNCTION", "grant_slots", argument_types=("bigint[]", "bigint[]")),
+    Grant(("EXECUTE",), "FUNCTION", "job_limit_keys", argument_types=("bigint[]",)),
+    Grant(("EXECUTE",), "FUNCTION", "limit_of", argument_types=("text",)),
     *_IDS_AND_VERSION,
 )
 

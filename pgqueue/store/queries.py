@@ -43,8 +43,12 @@ def _with_outcomes(statement: LiteralString) -> LiteralString:
     """`statement` preceded by the CTEs that record a worker's buffered starts and completions, so that a busy
     worker writes them with its next claim in one statement. Composed rather than written out so that each
     statement has one definition. The CTEs' row sets never overlap each other or the claim's (the worker
-    lists a job in one of them at most; the claim takes pending jobs only)."""
-    outcomes = f"WITH started AS (\n{QUERIES['record_starts']}\n),\ncompleted AS (\n{QUERIES['complete_jobs']}\n)"
+    lists a job in one of them at most; the claim takes pending jobs only). `finished` (the jobs completed here)
+    is what the claim's concurrency limits do not count as running."""
+    outcomes = (
+        f"WITH started AS (\n{QUERIES['record_starts']}\n),\ncompleted AS (\n{QUERIES['complete_jobs']}\n),\n"
+        "finished AS (SELECT id FROM completed)"
+    )
     if statement.startswith("WITH "):
         return cast(LiteralString, f"{outcomes},\n{statement.removeprefix('WITH ')}")
     return cast(LiteralString, f"{outcomes}\n{statement}")
@@ -58,9 +62,18 @@ def _with_heartbeat(statement: LiteralString) -> LiteralString:
     return cast(LiteralString, f"{heartbeat},\n{statement.removeprefix('WITH ')}")
 
 
+def _finishing_nothing(statement: LiteralString) -> LiteralString:
+    """A claim on its own: it completes no job in the same statement."""
+    return cast(
+        LiteralString, f"WITH finished AS (SELECT NULL::bigint AS id WHERE false),\n{statement.removeprefix('WITH ')}"
+    )
+
+
 QUERIES: dict[str, LiteralString] = load()
 # Data-modifying CTEs always run to completion, read or not.
 QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
 QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])
 QUERIES["record_outcomes"] = _with_outcomes("SELECT 1")
 QUERIES["heartbeat_and_rescue_lost_jobs"] = _with_heartbeat(QUERIES["rescue_lost_jobs"])
+QUERIES["claim"] = _finishing_nothing(QUERIES["claim"])
+QUERIES["claim_from_queues"] = _finishing_nothing(QUERIES["claim_from_queues"])

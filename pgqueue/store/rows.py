@@ -23,6 +23,7 @@ class ClaimedJob:
     args_text: str
     attempt: int
     max_attempts: int
+    held: bool = False  # denied a slot by a concurrency limit and parked as `held`: not to be run
 
     @property
     def key(self) -> Attempt:
@@ -98,6 +99,10 @@ class BackendPid(NamedTuple):
     pid: int
 
 
+class SchemaRevision(NamedTuple):
+    version_num: str
+
+
 class ScheduleChange(NamedTuple):
     change: str  # 'registered' or 'disabled'
     name: str
@@ -129,6 +134,45 @@ class ScheduleListing(NamedTuple):
 
 class Granted(NamedTuple):
     granted: bool
+
+
+class LimitName(NamedTuple):
+    name: str
+
+
+class Woken(NamedTuple):
+    """Held jobs of one queue sent back to pending (and the queue's workers notified)."""
+
+    queue: str
+    woken: int
+    notified: str
+
+
+class QueuePaused(NamedTuple):
+    name: str
+    paused: bool
+    notified: str | None
+
+
+class Known(NamedTuple):
+    known: bool
+
+
+class QueueListing(NamedTuple):
+    name: str
+    paused: bool
+    concurrency: int | None  # the queue's concurrency limit, None when it has none
+    jobs: str  # JSON object: status -> count
+
+
+class LimitListing(NamedTuple):
+    name: str
+    scope: str
+    target: str
+    concurrency: int
+    key_arg: str | None
+    running: int
+    held: int
 
 
 class OrderId(NamedTuple):

@@ -37,6 +37,7 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # attempts used up, or a permanent error; kept for retry-failed
     CANCELLED = "cancelled"
+    HELD = "held"  # due, but a concurrency limit is full: parked until a slot frees (migration 0008)
 
 
 JOB_STATUSES = tuple(status.value for status in JobStatus)
@@ -47,6 +48,11 @@ JOB_STATUSES = tuple(status.value for status in JobStatus)
 JOBS_CHANNEL = "pgqueue_jobs"
 CANCEL_CHANNEL = "pgqueue_cancel"
 DEFAULT_MAX_ATTEMPTS = 5
+
+# The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
+# behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
+# as migrations only add what older code does not read.
+REVISION = "0008"
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -94,6 +100,8 @@ jobs = Table(
     Column("lease_expires_at", DateTime(timezone=True), comment="when a running job counts as lost"),
     Column("dedup_key", Text, comment="at most one pending or running job per key"),
     Column("schedule", Text, comment="the periodic schedule that produced the job"),
+    Column("limit_keys", ARRAY(Text), comment="the limit slots the running job holds"),
+    Column("held_by", Text, comment="the full limit key that holds the job back"),
     # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
     Index(
         "jobs_claim_idx",
@@ -115,7 +123,16 @@ jobs = Table(
         "jobs_dedup_key_idx",
         "dedup_key",
         unique=True,
-        postgresql_where=text("dedup_key IS NOT NULL AND status IN ('pending', 'running')"),
+        postgresql_where=text("dedup_key IS NOT NULL AND status IN ('pending', 'running', 'held')"),
+    ),
+    # Held jobs per limit key, in claim order: the wake-up after a slot frees (migration 0008).
+    Index(
+        "jobs_held_idx",
+        "held_by",
+        text("priority DESC"),
+        "run_at",
+        "id",
+        postgresql_where=text("status = 'held'"),
     ),
     Index("jobs_finished_idx", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
     Index("jobs_failed_idx", "task", postgresql_where=text("status = 'failed'")),
@@ -168,6 +185,23 @@ queues = Table(
     Column("name", Text, primary_key=True),
     Column("paused", Boolean, nullable=False, server_default=text("false")),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Concurrency limits (migration 0008), decided inside the claim by pgqueue.grant_slots: `task:NAME` (per value
+# of the argument `key_arg` when set) or `queue:NAME`.
+limits = Table(
+    "limits",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("scope", Text, nullable=False),
+    Column("target", Text, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("key_arg", Text, comment="at most concurrency running jobs per value of this arg"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("scope IN ('task', 'queue')", name="limits_scope_check"),
+    CheckConstraint("name = scope || ':' || target", name="limits_name_check"),
+    CheckConstraint("concurrency >= 1", name="limits_concurrency_check"),
+    CheckConstraint("key_arg IS NULL OR scope = 'task'", name="limits_key_arg_check"),
 )
 
 # The registry of worker processes, kept current by the statements they already send (see migration 0004).

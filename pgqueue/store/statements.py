@@ -170,9 +170,9 @@ def next_run_at(queues: Sequence[str] | None) -> Query[rows.NextRunAt]:
     return Query(QUERIES["next_run_at"], {"queues": queues}, rows.NextRunAt)
 
 
-def check_schema() -> Command:
-    """Fails with UndefinedTable when the database has no pgqueue schema."""
-    return Command(QUERIES["check_schema"])
+def check_schema() -> Query[rows.SchemaRevision]:
+    """The database's migration; fails with UndefinedTable when it has no pgqueue schema."""
+    return Query(QUERIES["check_schema"], None, rows.SchemaRevision)
 
 
 def listen(channel: str) -> Command:
@@ -291,6 +291,44 @@ def prune_schedule_fires(*, retention: timedelta | str, batch: int) -> Query[row
 
 def list_schedules(names: list[str]) -> Query[rows.ScheduleListing]:
     return Query(QUERIES["list_schedules"], {"names": names}, rows.ScheduleListing)
+
+
+# -- queue control: concurrency limits, pause and resume ----------------------------------------------------
+
+
+def sync_limits(declared: Mapping[str, list[Any]], tasks: list[str]) -> Query[rows.LimitName]:
+    """Register the declared limits (parallel arrays, sorted by name); drop those `tasks` no longer declare."""
+    return Query(QUERIES["sync_limits"], {**declared, "tasks": tasks}, rows.LimitName)
+
+
+def set_limit(*, name: str, scope: str, target: str, concurrency: int, key_arg: str | None) -> Query[rows.LimitName]:
+    params = {"name": name, "scope": scope, "target": target, "concurrency": concurrency, "key_arg": key_arg}
+    return Query(QUERIES["set_limit"], params, rows.LimitName)
+
+
+def remove_limit(name: str) -> Query[rows.LimitName]:
+    return Query(QUERIES["remove_limit"], {"name": name}, rows.LimitName)
+
+
+def wake_held(*, names: list[str] | None, per_key: int | None) -> Query[rows.Woken]:
+    """Held jobs of these limits (None: all) back to pending, up to `per_key` per key (None: all)."""
+    return Query(QUERIES["wake_held"], {"names": names, "per_key": per_key}, rows.Woken)
+
+
+def set_queue_paused(queue_name: str, paused: bool) -> Query[rows.QueuePaused]:
+    return Query(QUERIES["set_queue_paused"], {"queue": queue_name, "paused": paused}, rows.QueuePaused)
+
+
+def queue_known(queue_name: str) -> Query[rows.Known]:
+    return Query(QUERIES["queue_known"], {"queue": queue_name}, rows.Known)
+
+
+def list_queues() -> Query[rows.QueueListing]:
+    return Query(QUERIES["list_queues"], None, rows.QueueListing)
+
+
+def list_limits() -> Query[rows.LimitListing]:
+    return Query(QUERIES["list_limits"], None, rows.LimitListing)
 
 
 # -- the demo (`pgqueue demo`) --------------------------------------------------------------------------------

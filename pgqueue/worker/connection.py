@@ -16,9 +16,12 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from pgqueue.errors import SchemaOutdatedError
 from pgqueue.store import connections, statements
 from pgqueue.store.errors import schema_error
+from pgqueue.store.rows import SchemaRevision
 from pgqueue.store.run import count_async, fetch_async
+from pgqueue.store.schema import REVISION
 from pgqueue.store.statements import Command, Query
 from pgqueue.text import first_line
 from pgqueue.worker.rules import reconnect_delays
@@ -26,6 +29,12 @@ from pgqueue.worker.rules import reconnect_delays
 log = logging.getLogger("pgqueue.worker")
 
 R = TypeVar("R")
+
+
+def _check_revision(found: list[SchemaRevision]) -> None:
+    revision = found[0].version_num if found else "none"
+    if revision < REVISION:  # revisions are numbered: "0006" < "0008"
+        raise SchemaOutdatedError(f"the database is at migration {revision}, this code needs {REVISION}")
 
 
 class Outages:
@@ -162,7 +171,7 @@ class MainConnection:
                 if first:
                     log.info("connection pooler detected: prepared statements off")
             if first:
-                await count_async(conn, statements.check_schema())
+                _check_revision(await fetch_async(conn, statements.check_schema()))
             else:
                 await self._after_reconnect(conn)
         except psycopg.Error as exc:

@@ -56,6 +56,7 @@ class Maintenance:
 
     async def run_once(self) -> None:
         await self.rescue_lost_jobs()
+        await self.wake_held()
         if time.time() >= self._next_prune:
             self._next_prune = time.time() + PRUNE_EVERY
             await self.prune()
@@ -88,6 +89,17 @@ class Maintenance:
                 assert self._registry is not None
                 self._registry.refused(exc)
         return await self._runner.fetch(statements.rescue_lost_jobs())
+
+    async def rescue_and_wake(self) -> int:
+        """A burst worker's last look: lost jobs rescued and held ones woken; how many became runnable."""
+        return await self.rescue_lost_jobs() + await self.wake_held()
+
+    async def wake_held(self) -> int:
+        """One held job per limit key back to pending (and every job held by a limit that is gone): the claim
+        decides on it again. Catches a job parked by a claim just as the slot it wanted freed, which the
+        freeing statement could not yet see as held."""
+        woken = await self._runner.fetch(statements.wake_held(names=None, per_key=1))
+        return sum(int(row.woken) for row in woken)
 
     async def prune(self) -> int:
         """Delete finished jobs past the retention in batches.

@@ -130,12 +130,16 @@ class Producer:
         # committed after the claim's snapshot, and its wake-up must not be lost (it would wait for
         # the next notification or the poll).
         self._claim_wanted = False
+        # Outcomes written with this claim may free limit slots, and so wake held jobs after the claim's snapshot.
+        wrote_outcomes = bool(self._completer)
         claimed = await self._completer.flush_and_claim(room)
         if claimed is None:  # database unreachable (retried after the reconnect delay) or a bad outcome
             self._claim_wanted = True
             return False
         self._next_poll = time.time() + self._settings.poll_interval
-        self.prefetched.extend(claimed)
+        # Jobs a concurrency limit held back were parked by the claim; they count towards a full batch (there
+        # may be unlimited jobs behind them) but are not ours to run.
+        self.prefetched.extend(job for job in claimed if not job.held)
         self.start_prefetched()
         if len(claimed) >= room:
             self._claim_wanted = True  # a full batch: there may be more
@@ -144,7 +148,10 @@ class Producer:
             # Only now and then: notifications and our own retries keep _next_due current.
             self._due_unknown = False
             await self._refresh_next_due()
-        if not self._settings.burst or claimed or self._slots.running or self.prefetched:
+        if not self._settings.burst or any(not job.held for job in claimed) or self._slots.running or self.prefetched:
+            return False
+        if wrote_outcomes:
+            self._claim_wanted = True  # a burst worker looks once more at what its last outcomes made runnable
             return False
         await self._completer.flush()
         # Jobs of a vanished worker are runnable once rescued: a deployment that runs only burst workers must

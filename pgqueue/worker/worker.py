@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from pgqueue.cron.scheduler import Scheduler
+from pgqueue.queue.limits import declared_columns
 from pgqueue.queue.queue import Queue
 from pgqueue.settings import WorkerSettings
 from pgqueue.store import statements
@@ -92,7 +93,7 @@ class Worker:
             self.connection,
             self._stopping,
             on_lost=self._reconnect,
-            rescue=self._maintenance.rescue_lost_jobs,
+            rescue=self._maintenance.rescue_and_wake,
         )
         self._leases: LeaseKeeper | None = None
 
@@ -128,6 +129,7 @@ class Worker:
                 loop.add_signal_handler(signum, self._on_signal, signum)
         await self.connection.open()
         await self._registry.register()
+        await self._sync_limits()
         self._leases = LeaseKeeper(
             self.dsn,
             self.id,
@@ -200,6 +202,18 @@ class Worker:
             on_listening=producer.on_listening,
             on_lost=producer.wake,
         )
+
+    async def _sync_limits(self) -> None:
+        """Register the concurrency limits the app declares (and drop those its tasks no longer declare); the
+        held jobs of a limit that changed go back to pending, for the claim to decide on under the new one."""
+        declared = self.queue.limits
+        changed = await self.connection.fetch(
+            statements.sync_limits(declared_columns(declared), sorted(self.queue.tasks))
+        )
+        names = sorted({row.name for row in changed})
+        if names:
+            await self.connection.fetch(statements.wake_held(names=names, per_key=None))
+            log.info("concurrency limits registered or changed: %s", ", ".join(map(shown, names)))
 
     async def _housekeeping(self) -> None:
         await self._maintenance.run(self.settings.maintenance_interval or 15.0, self._outages.lost)

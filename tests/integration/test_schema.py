@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 
 from pgqueue.store import migrate
 from pgqueue.store.queries import QUERIES
-from pgqueue.store.schema import SCHEMA, metadata
+from pgqueue.store.schema import REVISION, SCHEMA, metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +37,15 @@ def test_migrations_match_metadata(empty_dsn: str) -> None:
         differences = compare_metadata(context, metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_the_code_needs_the_newest_migration() -> None:
+    """Workers refuse a database behind REVISION: it must name the newest migration, and revisions must sort."""
+    assert migrate.head_revision() == REVISION
+    assert all(
+        len(name.split("_")[0]) == 4
+        for name in (p.name for p in Path(migrate.__file__).parents[2].glob("migrations/versions/0*.py"))
+    )
 
 
 def test_upgrade_twice_and_downgrade(empty_dsn: str) -> None:

@@ -26,8 +26,11 @@ def test_every_table_is_covered() -> None:
     assert worker_tables == tables
     app_tables = {grant.name for grant in grants.APP_GRANTS if grant.kind == "TABLE"}
     assert app_tables == {"jobs", "alembic_version"}
-    for role_grants in (grants.APP_GRANTS, grants.WORKER_GRANTS):
-        assert {g.object_name for g in role_grants if g.kind != "TABLE"} == {
-            "pgqueue",
-            "pgqueue.reserve_job_ids(integer)",
-        }
+    base = {"pgqueue", "pgqueue.reserve_job_ids(integer)"}
+    assert {g.object_name for g in grants.APP_GRANTS if g.kind != "TABLE"} == base
+    # The claim's concurrency limits (migration 0008) run these.
+    assert {g.object_name for g in grants.WORKER_GRANTS if g.kind != "TABLE"} == base | {
+        "pgqueue.grant_slots(bigint[], bigint[])",
+        "pgqueue.job_limit_keys(bigint[])",
+        "pgqueue.limit_of(text)",
+    }

@@ -1,0 +1,101 @@
+"""What a concurrency limit costs: drain a task limited to 50 running at once and an unlimited one, side by side
+(alternating rounds, each in a fresh database), with real `pgqueue work --burst` processes whose concurrency
+adds up to more than 50, so the limit binds. Prints jobs/s of each, the ratio, and how many jobs were parked as
+held (denied a slot) along the way.
+
+    .venv/bin/python benchmarks/limits.py --dsn postgresql://postgres@127.0.0.1/postgres [--jobs 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+
+from pgqueue import Queue
+from pgqueue.store import migrate
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import Server  # noqa: E402
+
+PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
+
+
+def drain(dsn: str, task: str, jobs: int, seconds: float, workers: int, concurrency: int) -> tuple[float, int]:
+    """Seconds to drain `jobs` jobs of `task`, and how many times a job was held back on the way."""
+    queue = Queue(dsn)
+    from app_limits import queue as app_queue
+
+    queue.tasks = app_queue.tasks
+    queue.enqueue_many([(task, {"n": n, "seconds": seconds}) for n in range(jobs)])
+    queue.close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_reset()")
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(HERE)}
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [PGQUEUE, "work", "--app", "app_limits", "--concurrency", str(concurrency), "--burst"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.wait(timeout=600)
+    elapsed = time.perf_counter() - started
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        done = conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'completed'").fetchone()[0]
+        held = conn.execute(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
+        ).fetchone()[0]
+    if done != jobs:
+        raise SystemExit(f"{task}: only {done} of {jobs} jobs completed")
+    return elapsed, int(held)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dsn", default=os.environ.get("PGQUEUE_DSN", "postgresql://postgres@127.0.0.1/postgres"))
+    parser.add_argument("--jobs", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=32, help="per worker process (2 x 32 > the limit of 50)")
+    parser.add_argument("--seconds", type=float, default=0.0, help="how long each handler sleeps")
+    args = parser.parse_args()
+    server = Server(args.dsn)
+    rates: dict[str, list[float]] = {"unlimited": [], "limited": []}
+    updates: dict[str, list[int]] = {"unlimited": [], "limited": []}
+    try:
+        for round_number in range(1, args.rounds + 1):
+            for task in ("unlimited", "limited") if round_number % 2 else ("limited", "unlimited"):
+                dsn, _name = server.create_database(f"limits_{task}_{round_number}")
+                migrate.upgrade(dsn)
+                elapsed, row_updates = drain(dsn, task, args.jobs, args.seconds, args.workers, args.concurrency)
+                rates[task].append(args.jobs / elapsed)
+                updates[task].append(row_updates)
+                print(f"round {round_number} {task:>9}: {args.jobs / elapsed:8.0f} jobs/s ({elapsed:.2f} s)")
+    finally:
+        server.drop_all()
+    unlimited = statistics.median(rates["unlimited"])
+    limited = statistics.median(rates["limited"])
+    print()
+    print(f"{args.jobs} jobs, {args.workers} workers x concurrency {args.concurrency}, handler {args.seconds} s")
+    print(f"unlimited task:              {unlimited:8.0f} jobs/s (median of {args.rounds})")
+    print(f"limited task (concurrency 50): {limited:6.0f} jobs/s (median of {args.rounds})")
+    print(f"limited / unlimited:         {limited / unlimited:8.1%}")
+    per_job = {task: statistics.median(values) / args.jobs for task, values in updates.items()}
+    print(f"row updates per job:         unlimited {per_job['unlimited']:.2f}, limited {per_job['limited']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

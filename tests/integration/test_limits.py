@@ -1,0 +1,189 @@
+"""Concurrency limits with real worker processes: every start and end is recorded by the handlers, and the
+number of moments with more jobs running than the limit allows must be zero, across kill -9 and rescue too."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgqueue import Queue
+from tests.apps import limits_app
+from tests.apps.limits_app import RUNS_DDL
+
+ROOT = Path(__file__).resolve().parents[2]
+PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
+APP = "tests.apps.limits_app"
+
+# For each recorded start: how many runs of the same group (task, and key when given) were running at that
+# instant, itself included. A run still open (its worker was killed) runs until its lease was rescued, which
+# its job's error history records. The limit holds when no start sees more than the limit.
+OVERLAPS = """
+WITH runs AS (
+    SELECT r.job_id, r.attempt, r.task, r.key, r.started_at,
+           coalesce(r.ended_at, (
+               SELECT min((e ->> 'at')::timestamptz)
+               FROM pgqueue.jobs AS j, jsonb_array_elements(j.errors) AS e
+               WHERE j.id = r.job_id AND (e ->> 'attempt')::int = r.attempt
+           ), 'infinity') AS ended_at
+    FROM limit_runs AS r
+    WHERE r.task = ANY(%(tasks)s)
+)
+SELECT coalesce(max(concurrent), 0), count(*) FILTER (WHERE concurrent > %(limit)s)
+FROM (
+    SELECT s.job_id, (
+        SELECT count(*) FROM runs AS o
+        WHERE (NOT %(per_key)s OR o.key = s.key) AND o.started_at <= s.started_at AND o.ended_at > s.started_at
+    ) AS concurrent
+    FROM runs AS s
+) AS per_start
+"""
+
+
+def overlaps(db: psycopg.Connection, tasks: list[str], limit: int, *, per_key: bool = False) -> tuple[int, int]:
+    """(the most runs seen at once, the starts that saw more than `limit`)."""
+    row = db.execute(OVERLAPS, {"tasks": tasks, "limit": limit, "per_key": per_key}).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def start_worker(dsn: str, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PGQUEUE_DSN": dsn}
+    return subprocess.Popen(
+        [PGQUEUE, "work", "--app", APP, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    return output
+
+
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not met within {timeout} s")
+
+
+def count(db: psycopg.Connection, where: str) -> int:
+    return db.execute(f"SELECT count(*) FROM pgqueue.jobs WHERE {where}").fetchone()[0]
+
+
+@pytest.fixture
+def jobs(dsn: str, db: psycopg.Connection):
+    db.execute(RUNS_DDL)
+    q = Queue(dsn)
+    q.tasks = limits_app.queue.tasks  # same task definitions, this test's database
+    q.queue_limits = limits_app.queue.queue_limits
+    yield q
+    q.close()
+
+
+@pytest.mark.timeout(300)
+def test_limits_hold_over_four_processes_claiming_ahead(jobs: Queue, dsn: str, db: psycopg.Connection) -> None:
+    """4 processes, each running 4 at once and claiming ahead: the task, per-key and queue limits all hold,
+    and the unlimited jobs behind the held ones run meanwhile."""
+    jobs.enqueue_many(
+        [("limited", {"n": n}) for n in range(60)]
+        + [("per_customer", {"customer_id": n % 3}) for n in range(45)]
+        + [("render", {"n": n}) for n in range(30)]
+        + [("unlimited", {"n": n}) for n in range(200)]
+    )
+    proc = start_worker(dsn, "--workers", "4", "--concurrency", "4", "--prefetch", "8", "--burst")
+    output, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, output
+    assert count(db, "status = 'completed'") == 335, output
+    assert count(db, "attempts <> 1") == 0  # held jobs spent no attempt
+    assert db.execute("SELECT count(DISTINCT pid) FROM limit_runs").fetchone()[0] >= 2
+    most, above = overlaps(db, ["limited"], limits_app.CONCURRENCY)
+    assert (most, above) == (limits_app.CONCURRENCY, 0)
+    most, above = overlaps(db, ["per_customer"], limits_app.PER_CUSTOMER, per_key=True)
+    assert (most, above) == (limits_app.PER_CUSTOMER, 0)
+    most, above = overlaps(db, ["render"], limits_app.PDF_QUEUE)
+    assert (most, above) == (limits_app.PDF_QUEUE, 0)
+    # Other customers ran meanwhile: more than one per_customer job ran at some moment.
+    assert overlaps(db, ["per_customer"], 1)[0] > 1
+    # Unlimited jobs were not kept behind the held ones: many of them ran before the limited ones were done.
+    last_limited = db.execute("SELECT max(started_at) FROM limit_runs WHERE task = 'limited'").fetchone()[0]
+    early = db.execute(
+        "SELECT count(*) FROM limit_runs WHERE task = 'unlimited' AND started_at < %s", (last_limited,)
+    ).fetchone()[0]
+    assert early >= 100, early
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_workers_slot_frees_only_when_its_lease_is_rescued(
+    jobs: Queue, dsn: str, db: psycopg.Connection
+) -> None:
+    jobs.enqueue_many([("limited", {"n": n, "seconds": 1.0}) for n in range(4)])
+    jobs.enqueue_many([("limited", {"n": n, "seconds": 0.05}) for n in range(4, 20)])
+    victim = start_worker(dsn, "--concurrency", "3", "--lease", "3")
+    wait_until(lambda: count(db, "status = 'running' AND started_at IS NOT NULL") == 3, what="3 jobs running")
+    victim.kill()  # SIGKILL: no hand-back; its 3 jobs keep their slots until their leases expire
+    victim.wait(10)
+    lost = {row[0] for row in db.execute("SELECT id FROM pgqueue.jobs WHERE status = 'running'")}
+    assert len(lost) == 3
+    others = [start_worker(dsn, "--concurrency", "4", "--lease", "3") for _ in range(2)]
+    try:
+        wait_until(lambda: count(db, "status = 'completed'") == 20, timeout=120, what="all jobs completed")
+    finally:
+        outputs = [stop(proc) for proc in others]
+    assert all(proc.returncode == 0 for proc in others), outputs
+    # The lost attempts' runs end when their leases were rescued; nothing else of the task started before that.
+    most, above = overlaps(db, ["limited"], limits_app.CONCURRENCY)
+    assert above == 0 and most == limits_app.CONCURRENCY
+    rescued_at = db.execute(
+        "SELECT min((e ->> 'at')::timestamptz) FROM pgqueue.jobs, jsonb_array_elements(errors) AS e WHERE id = ANY(%s)",
+        (list(lost),),
+    ).fetchone()[0]
+    first_other = db.execute(
+        "SELECT min(started_at) FROM limit_runs WHERE NOT job_id = ANY(%s) OR attempt > 1", (list(lost),)
+    ).fetchone()[0]
+    assert first_other >= rescued_at
+
+
+@pytest.mark.timeout(120)
+def test_pause_stops_claims_and_resume_wakes_at_once(jobs: Queue, dsn: str, db: psycopg.Connection) -> None:
+    jobs.pause("pdf")
+    worker = start_worker(dsn, "--concurrency", "4", "--poll-interval", "60")
+    try:
+        jobs.enqueue_many([("render", {"n": n, "seconds": 0}) for n in range(5)] + [("unlimited", {"n": 1})])
+        wait_until(lambda: count(db, "task = 'unlimited' AND status = 'completed'") == 1, what="unlimited ran")
+        time.sleep(0.5)  # the render jobs were notified too: no claim took them
+        assert count(db, "task = 'render' AND status = 'pending'") == 5
+        jobs.resume("pdf")
+        # Woken by the resume's notification, not by the 60 s poll.
+        wait_until(lambda: count(db, "task = 'render' AND status = 'completed'") == 5, timeout=30, what="resumed")
+    finally:
+        output = stop(worker)
+    assert worker.returncode == 0, output
+
+
+@pytest.mark.timeout(120)
+def test_held_jobs_wake_when_a_slot_frees_without_polling(jobs: Queue, dsn: str, db: psycopg.Connection) -> None:
+    """Held jobs cost idle workers nothing (no poll within the test) and run as slots free."""
+    jobs.enqueue_many([("limited", {"n": n, "seconds": 0.3}) for n in range(9)])
+    workers = [start_worker(dsn, "--concurrency", "4", "--poll-interval", "120") for _ in range(2)]
+    try:
+        wait_until(lambda: count(db, "status = 'completed'") == 9, timeout=60, what="all jobs completed")
+    finally:
+        outputs = [stop(proc) for proc in workers]
+    assert all(proc.returncode == 0 for proc in workers), outputs
+    assert overlaps(db, ["limited"], limits_app.CONCURRENCY) == (limits_app.CONCURRENCY, 0)
+    assert count(db, "attempts <> 1") == 0
