@@ -14,7 +14,7 @@ from pgqueue.errors import InvalidJobError, UnknownTaskError
 from pgqueue.queue import jobs
 from pgqueue.queue.jobs import JobSpec
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
-from pgqueue.queue.tasks import Task
+from pgqueue.queue.tasks import Task, exception_classes
 from pgqueue.settings import resolve_dsn
 from pgqueue.store import admin, statements
 from pgqueue.store.database import Database
@@ -69,6 +69,7 @@ class Queue:
         max_attempts: int | None = None,
         retry: RetryPolicy = DEFAULT_BACKOFF,
         timeout: float | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -82,8 +83,13 @@ class Queue:
         max_attempts: int | None = None,
         retry: RetryPolicy = DEFAULT_BACKOFF,
         timeout: float | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
-        """Register a handler (sync or async) as a task: `@queue.task` or `@queue.task(name=...)`."""
+        """Register a handler (sync or async) as a task: `@queue.task` or `@queue.task(name=...)`.
+
+        `retry_on`: only these exceptions are retried; any other fails the job at once (default: all retried).
+        """
+        retry_classes = exception_classes(retry_on) if retry_on is not None else None
 
         def register(handler: Callable[..., Any]) -> Task:
             task_name = name or handler.__name__
@@ -102,6 +108,7 @@ class Queue:
                 retry=retry,
                 timeout=timeout,
                 enqueuer=self,
+                retry_on=retry_classes,
             )
             self.tasks[task_name] = registered
             return registered

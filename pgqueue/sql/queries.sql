@@ -172,6 +172,26 @@ WHERE job.id = failure.id
   AND job.worker_id = %(worker_id)s
 RETURNING job.id, job.status, extract(epoch FROM job.run_at) AS run_at;
 
+-- name: snooze_jobs
+-- Handlers that raised Snooze: back to pending, due after their delay, the attempt not charged
+-- (attempts - 1, so the next claim gives it the same number). A snooze is not an error: `error` and the
+-- error history are left alone, and `snoozes` counts them (a history entry per snooze would grow without
+-- bound for a job that snoozes every few seconds). The same guards as fail_jobs: a late write is a no-op.
+UPDATE pgqueue.jobs AS job
+SET status = 'pending',
+    attempts = job.attempts - 1,
+    run_at = now() + snoozed.delay,
+    started_at = NULL,
+    worker_id = NULL,
+    lease_expires_at = NULL,
+    snoozes = job.snoozes + 1
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::interval[]) AS snoozed(id, attempt, delay)
+WHERE job.id = snoozed.id
+  AND job.attempts = snoozed.attempt
+  AND job.status = 'running'
+  AND job.worker_id = %(worker_id)s
+RETURNING job.id, extract(epoch FROM job.run_at) AS run_at;
+
 -- name: release_jobs
 -- Jobs this worker holds go back to pending without charging their attempt (attempts - 1), and the
 -- other workers are told at once (one notification per queue). For jobs claimed ahead but never

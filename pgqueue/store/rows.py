@@ -37,6 +37,13 @@ class FailedJob(NamedTuple):
     run_at: float
 
 
+class SnoozedJob(NamedTuple):
+    """A snooze written: the job is pending again, due at `run_at` (epoch seconds)."""
+
+    id: int
+    run_at: float
+
+
 class Released(NamedTuple):
     """Jobs of one queue sent back to pending (and the queue's workers notified)."""
 

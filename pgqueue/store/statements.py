@@ -146,6 +146,25 @@ def fail_jobs(*, worker_id: str, failures: Sequence[Failure]) -> Query[rows.Fail
     return Query(QUERIES["fail_jobs"], params, rows.FailedJob)
 
 
+@dataclass(frozen=True)
+class Snoozed:
+    """An attempt whose handler raised Snooze: back to pending, due in `seconds`, the attempt not charged."""
+
+    id: int
+    attempt: int
+    seconds: float
+
+
+def snooze_jobs(*, worker_id: str, snoozed: Sequence[Snoozed]) -> Query[rows.SnoozedJob]:
+    params = {
+        "ids": [s.id for s in snoozed],
+        "attempts": [s.attempt for s in snoozed],
+        "delays": [timedelta(seconds=s.seconds) for s in snoozed],
+        "worker_id": worker_id,
+    }
+    return Query(QUERIES["snooze_jobs"], params, rows.SnoozedJob)
+
+
 def _attempt_arrays(attempts: Sequence[Attempt]) -> dict[str, list[int]]:
     """Attempts as the parallel arrays `ids` and `attempts` that the statements unnest."""
     return {"ids": [job_id for job_id, _attempt in attempts], "attempts": [attempt for _job_id, attempt in attempts]}
