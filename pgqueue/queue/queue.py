@@ -5,18 +5,19 @@ Every enqueue is a plan (store/run.py) written once; the sync and async methods 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
 
 from pgqueue.cron.schedule import Schedule, declare
-from pgqueue.errors import InvalidJobError, UnknownTaskError
+from pgqueue.errors import InvalidJobError, JobNotFoundError, UnknownTaskError
 from pgqueue.queue import jobs
 from pgqueue.queue.jobs import JobSpec
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
 from pgqueue.queue.tasks import Task, exception_classes
 from pgqueue.settings import resolve_dsn
-from pgqueue.store import admin, statements
+from pgqueue.store import admin, results, statements
 from pgqueue.store.database import Database
 from pgqueue.store.run import Plan
 
@@ -270,6 +271,23 @@ class Queue:
 
         return jobs.batch_columns(map(params, specs))
 
+    # -- results --------------------------------------------------------------------------------
+
+    def result(self, job_id: int, timeout: float | None = 30) -> Any:
+        """Wait until the job is finished and return its stored result (None when the handler returned none).
+
+        Raises JobFailed (its `.error` is the last error), JobCancelled, JobNotFoundError, or TimeoutError when
+        the job is not finished within `timeout` seconds (None: no limit). Waits with LISTEN on a connection of
+        its own, re-reading the job's row on each notification: the row decides.
+        """
+        job_id, seconds = _result_request(job_id, timeout)
+        return results.outcome(job_id, results.wait_for_job(self.dsn, job_id, seconds), seconds)
+
+    async def result_async(self, job_id: int, timeout: float | None = 30) -> Any:
+        """`result` for asyncio code."""
+        job_id, seconds = _result_request(job_id, timeout)
+        return results.outcome(job_id, await results.wait_for_job_async(self.dsn, job_id, seconds), seconds)
+
     # -- operator actions -----------------------------------------------------------------------
 
     def retry_failed(
@@ -307,6 +325,19 @@ class Queue:
     async def aclose(self) -> None:
         """Close all of pgqueue's own connections, sync and async."""
         await self._database.aclose()
+
+
+def _result_request(job_id: int, timeout: float | None) -> tuple[int, float | None]:
+    """Checked before any I/O: a job id (an int that a bigint can hold) and a timeout (finite, not negative)."""
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        raise InvalidJobError(f"job id must be an int, got {type(job_id).__name__}")
+    if not admin.BIGINT_MIN <= job_id <= admin.BIGINT_MAX:
+        raise JobNotFoundError(job_id)
+    if timeout is None:
+        return job_id, None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a finite number of seconds, 0 or more, or None (got {timeout!r:.40})")
+    return job_id, float(timeout)
 
 
 def _insert_one(params: dict[str, Any]) -> Callable[[bool], Plan[int]]:

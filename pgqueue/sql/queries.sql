@@ -405,6 +405,11 @@ WITH cancelled AS (
 SELECT id, worker_id, pg_notify('pgqueue_cancel', json_build_object('id', id)::text)::text AS notified
 FROM cancelled;
 
+-- name: job_state
+-- A job's status and outcome, for Queue.result(): read once LISTEN is on (so a finish before it is not missed)
+-- and again after each notification of the finished channel (a hint: this row decides).
+SELECT status, result, error FROM pgqueue.jobs WHERE id = %(id)s;
+
 -- name: queue_status
 SELECT queue, status, count(*) AS jobs
 FROM pgqueue.jobs

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 Attempt = tuple[int, int]  # (job id, attempt number): what an outcome, a lease or a release is keyed by
 
@@ -88,6 +88,14 @@ class Cancelled(NamedTuple):
     id: int
     worker_id: str | None
     notified: str
+
+
+class JobState(NamedTuple):
+    """What Queue.result() reads: the status, the stored result (parsed JSON) and the last error."""
+
+    status: str
+    result: Any
+    error: str | None
 
 
 class StatusCount(NamedTuple):

@@ -238,6 +238,10 @@ def cancel_jobs(ids: list[int]) -> Query[rows.Cancelled]:
     return Query(QUERIES["cancel_jobs"], {"ids": ids}, rows.Cancelled)
 
 
+def job_state(job_id: int) -> Query[rows.JobState]:
+    return Query(QUERIES["job_state"], {"id": job_id}, rows.JobState)
+
+
 def queue_status() -> Query[rows.StatusCount]:
     return Query(QUERIES["queue_status"], None, rows.StatusCount)
 
