@@ -1,10 +1,11 @@
 """Snoozes, awaiting results, richer uniqueness.
 
 - `jobs.snoozes`: how many times the job's handler raised Snooze (a snooze charges no attempt and writes no error).
-- The trigger `jobs_notify_finished`: when a job becomes completed, failed or cancelled, `NOTIFY pgqueue_finished`
-  (payload empty) so that `Queue.result()` waiters re-read their row. A row trigger whose WHEN clause PostgreSQL
-  checks without calling the function for claims, starts and lease renewals; identical notifications of one
-  transaction are folded into one, so a worker's batched ack sends one notification, not one per job.
+- The trigger `jobs_notify_finished`: after each statement that sets `status` (the statements that complete,
+  fail, snooze, cancel, release, rescue or claim jobs; not lease renewals or start reports), `NOTIFY
+  pgqueue_finished` with an empty payload, so that `Queue.result()` waiters re-read their job's row. One
+  notification per statement, not per job: a worker's acks ride on its next claim, so a busy worker sends one
+  per batch (a row trigger would run its function for every job). Its cost: benchmarks/finished_notify.py.
 - `jobs_dedup_completed_idx (dedup_key, finished_at) WHERE dedup_key IS NOT NULL AND status = 'completed'`: the
   look-up of `unique_for` (a completed job with this key that finished within the window).
 - `jobs.debounce_key` with the unique index `jobs_debounce_key_idx WHERE status = 'pending'`: a debounced enqueue
@@ -40,8 +41,7 @@ $$
 NOTIFY_FINISHED_TRIGGER = """
 CREATE TRIGGER jobs_notify_finished
 AFTER UPDATE OF status ON pgqueue.jobs
-FOR EACH ROW
-WHEN (NEW.status IN ('completed', 'failed', 'cancelled') AND OLD.status IS DISTINCT FROM NEW.status)
+FOR EACH STATEMENT
 EXECUTE FUNCTION pgqueue.notify_finished_job()
 """
 

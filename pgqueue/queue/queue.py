@@ -186,6 +186,9 @@ class Queue:
         max_attempts: int | None = None,
         dedup_key: str | None = None,
         schedule: str | None = None,
+        unique_for: timedelta | float | None = None,
+        debounce: timedelta | float | None = None,
+        debounce_max_wait: timedelta | float | None = None,
     ) -> dict[str, Any]:
         """Validate one job and return the bound parameters of `insert_job`; raises before any I/O."""
         return jobs.job_params(
@@ -199,6 +202,9 @@ class Queue:
             max_attempts=max_attempts,
             dedup_key=dedup_key,
             schedule=schedule,
+            unique_for=unique_for,
+            debounce=debounce,
+            debounce_max_wait=debounce_max_wait,
         )
 
     def enqueue(
@@ -213,17 +219,23 @@ class Queue:
         priority: int | None = None,
         max_attempts: int | None = None,
         dedup_key: str | None = None,
+        unique_for: timedelta | float | None = None,
+        debounce: timedelta | float | None = None,
+        debounce_max_wait: timedelta | float | None = None,
     ) -> int:
         """Insert one job and return its id.
 
         With `connection` (a psycopg Connection, a SQLAlchemy Connection or Session) the job joins that
         transaction: it exists only if the caller commits. Without it, pgqueue commits on its own.
         With `dedup_key`, no second job is made while one with that key is pending or running: the
-        existing job's id is returned instead.
+        existing job's id is returned instead. With `unique_for` (a timedelta or seconds) also while a job
+        with that key completed less than that long ago. With `debounce`, a pending job with that key is
+        updated in place (these args; run_at pushed to now + debounce, but at most `debounce_max_wait`,
+        default 10 x debounce, after its first enqueue) and its id returned.
         """
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
-            dedup_key=dedup_key,
+            dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
         )  # fmt: skip
         return self._database.run(_insert_one(params), connection)
 
@@ -239,11 +251,14 @@ class Queue:
         priority: int | None = None,
         max_attempts: int | None = None,
         dedup_key: str | None = None,
+        unique_for: timedelta | float | None = None,
+        debounce: timedelta | float | None = None,
+        debounce_max_wait: timedelta | float | None = None,
     ) -> int:
         """`enqueue` for asyncio code: psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession."""
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
-            dedup_key=dedup_key,
+            dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
         )  # fmt: skip
         return await self._database.run_async(_insert_one(params), connection)
 

@@ -30,6 +30,55 @@ SELECT id FROM pgqueue.jobs
 WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running') AND NOT EXISTS (SELECT FROM inserted)
 LIMIT 1;
 
+-- name: insert_job_unique_for
+-- insert_job_once, and also no new job while a job with the key completed within the window (unique_for): that
+-- job's id comes back instead (jobs_dedup_completed_idx). A pending or running holder comes first, then the
+-- recently completed job. Only completed jobs count: a failed or cancelled one did not do the work.
+WITH recent AS (
+    SELECT id
+    FROM pgqueue.jobs
+    WHERE dedup_key = %(dedup_key)s AND status = 'completed' AND finished_at > now() - %(unique_for)s::interval
+    ORDER BY finished_at DESC
+    LIMIT 1
+),
+inserted AS (
+    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+    SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
+           COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
+           %(dedup_key)s, %(schedule)s
+    WHERE NOT EXISTS (SELECT FROM recent)
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+    RETURNING id
+)
+SELECT id FROM inserted
+UNION ALL
+(SELECT id FROM pgqueue.jobs
+ WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running') AND NOT EXISTS (SELECT FROM inserted)
+ LIMIT 1)
+UNION ALL
+SELECT id FROM recent
+LIMIT 1;
+
+-- name: insert_job_debounced
+-- Debounce: one pending job per key (jobs_debounce_key_idx, pending jobs only). A later enqueue with the key
+-- updates that job in place: the new args, and run_at moved to now() + debounce but never past the first
+-- enqueue's created_at + max_wait, so that a steady stream of enqueues cannot put the job off for ever.
+-- ON CONFLICT DO UPDATE is atomic: concurrent enqueues of one key serialise on its row and none is lost. A
+-- running job does not hold the key, so a change that arrives while it runs gets a run of its own.
+INSERT INTO pgqueue.jobs AS job (queue, task, args, priority, max_attempts, run_at, debounce_key, schedule)
+VALUES (
+    %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
+    now() + least(%(debounce)s::interval, %(debounce_max_wait)s::interval),
+    %(dedup_key)s, %(schedule)s
+)
+ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' DO UPDATE
+SET args = excluded.args,
+    run_at = greatest(
+        job.run_at,
+        least(now() + %(debounce)s::interval, job.created_at + %(debounce_max_wait)s::interval)
+    )
+RETURNING job.id;
+
 -- name: insert_jobs
 -- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned).
 INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at)

@@ -3,10 +3,11 @@ again after each notification until it is finished or the time is up.
 
 The row decides, never a notification: a forged one costs one read, and since the row is read after LISTEN is
 on, a job that finished before the wait began (its notification sent to nobody) is seen at once. The channel's
-notifications carry nothing: the trigger of migration 0009 sends one per transaction that finishes jobs, so a
-waiter reads its row at most once per such transaction, and all notifications that arrived meanwhile are taken
-together. Without any notification the row is read again every BACKSTOP seconds, for a job finished by a
-statement that fired no trigger (hand-written SQL with triggers disabled, a restore).
+notifications carry nothing: the trigger of migration 0009 sends one per statement that changes job statuses
+(a worker's batched acks ride on its next claim: one notification for all of them), so a waiter reads its row at
+most once per such statement, and all notifications that arrived meanwhile are taken together. Without any
+notification the row is read again every BACKSTOP seconds, for a job finished by a statement that fired no
+trigger (hand-written SQL with triggers disabled, a restore).
 
 The twins differ by `await` alone.
 """

@@ -45,8 +45,8 @@ JOB_STATUSES = tuple(status.value for status in JobStatus)
 # channel by cancel_jobs. Payloads are JSON: {"queue": ..., "run_at": epoch seconds} and {"id": ...}.
 JOBS_CHANNEL = "pgqueue_jobs"
 CANCEL_CHANNEL = "pgqueue_cancel"
-# Sent (empty payload, once per transaction) by the trigger of migration 0009 when jobs finish: Queue.result()
-# waiters listen on it and re-read their job's row.
+# Sent (empty payload) by the statement trigger of migration 0009 after each statement that sets job statuses:
+# Queue.result() waiters listen on it and re-read their job's row.
 FINISHED_CHANNEL = "pgqueue_finished"
 DEFAULT_MAX_ATTEMPTS = 5
 

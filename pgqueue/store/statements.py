@@ -61,8 +61,14 @@ def int_array(values: Iterable[int]) -> str:
 
 
 def insert_job(params: Mapping[str, Any]) -> Query[int]:
-    """One job (params as pgqueue.queue.jobs.job_params builds them); with a dedup key, unless one holds it."""
-    name = "insert_job_once" if params.get("dedup_key") is not None else "insert_job"
+    """One job (params as pgqueue.queue.jobs.job_params builds them); with a dedup key, unless one holds it (or,
+    with unique_for, completed within the window); with debounce, merged into the pending job of its key."""
+    if params.get("debounce") is not None:
+        name = "insert_job_debounced"
+    elif params.get("unique_for") is not None:
+        name = "insert_job_unique_for"
+    else:
+        name = "insert_job_once" if params.get("dedup_key") is not None else "insert_job"
     return Query(QUERIES[name], params, int)
 
 
