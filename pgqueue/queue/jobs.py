@@ -94,6 +94,9 @@ def job_params(
     }
 
 
+# Keys are unique-indexed, and a btree entry holds at most about 2,700 bytes: a longer key would fail its insert
+# with an index error; refused here, with a message saying what to do.
+MAX_DEDUP_KEY_BYTES = 2000
 # A debounced job runs at the latest this many debounce periods after its first enqueue, unless told otherwise.
 DEBOUNCE_MAX_WAIT_FACTOR = 10
 
@@ -111,6 +114,11 @@ def _uniqueness(
         raise InvalidJobError(f"dedup_key must be a str, got {type(dedup_key).__name__}")
     if dedup_key is not None and "\x00" in dedup_key:
         raise InvalidJobError("dedup_key must not contain a NUL character")
+    if dedup_key is not None and len(dedup_key.encode("utf-8", "surrogatepass")) > MAX_DEDUP_KEY_BYTES:
+        raise InvalidJobError(
+            f"dedup_key is too long ({len(dedup_key.encode('utf-8', 'surrogatepass')):,} bytes of UTF-8; the limit is "
+            f"{MAX_DEDUP_KEY_BYTES:,}): use a hash of it"
+        )
     if (unique_for is not None or debounce is not None) and dedup_key is None:
         raise InvalidJobError("unique_for and debounce need a dedup_key: the key that makes jobs the same")
     if unique_for is not None and debounce is not None:
