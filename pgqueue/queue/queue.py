@@ -5,6 +5,7 @@ Every enqueue is a plan (store/run.py) written once; the sync and async methods 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -19,7 +20,9 @@ from pgqueue.queue.tasks import Task, exception_classes
 from pgqueue.settings import resolve_dsn
 from pgqueue.store import admin, results, statements
 from pgqueue.store.database import Database
-from pgqueue.store.run import Plan
+from pgqueue.store.rows import DrainedJob, EnqueuedJob
+from pgqueue.store.run import Plan, fetch
+from pgqueue.store.schema import JOB_STATUSES
 
 DEFAULT_QUEUE = "default"
 # The job holding a dedup key may finish between the insert's two looks: then insert again, this many times.
@@ -303,6 +306,36 @@ class Queue:
         job_id, seconds = _result_request(job_id, timeout)
         return results.outcome(job_id, await results.wait_for_job_async(self.dsn, job_id, seconds), seconds)
 
+    # -- test mode ------------------------------------------------------------------------------
+
+    def enqueued(
+        self,
+        task: str | Task | None = None,
+        args: dict[str, Any] | None = None,
+        *,
+        status: str | Iterable[str] | None = None,
+        limit: int = 1000,
+    ) -> list[EnqueuedJob]:
+        """The jobs in the table of `task` (any: None) whose args contain `args` (a subset match, as
+        `args @> ...`), with `status` (one or several; any: None), oldest first: for an app's tests to assert
+        what it enqueued, e.g. `assert queue.enqueued("send_email", {"to": "a@b.c"})`."""
+        query = statements.enqueued_jobs(**_enqueued_filter(task, args, status, limit))
+        with self._database.connection() as conn:
+            return fetch(conn, query)
+
+    def drain(self, *, concurrency: int = 1) -> list[DrainedJob]:
+        """Test mode: run every runnable job now in this process, against the database; see pgqueue.testing."""
+        # The one import of a layer above: the worker runs the jobs. Kept out of the module's imports so that
+        # importing pgqueue.queue never loads the worker.
+        from pgqueue.testing import drain
+
+        return drain(self, concurrency=concurrency)
+
+    async def drain_async(self, *, concurrency: int = 1) -> list[DrainedJob]:
+        from pgqueue.testing import drain_async
+
+        return await drain_async(self, concurrency=concurrency)
+
     # -- operator actions -----------------------------------------------------------------------
 
     def retry_failed(
@@ -340,6 +373,26 @@ class Queue:
     async def aclose(self) -> None:
         """Close all of pgqueue's own connections, sync and async."""
         await self._database.aclose()
+
+
+def _enqueued_filter(
+    task: str | Task | None, args: dict[str, Any] | None, status: str | Iterable[str] | None, limit: int
+) -> dict[str, Any]:
+    """The parameters of `enqueued_jobs`, checked before any I/O."""
+    if args is not None and not isinstance(args, dict):
+        raise InvalidJobError("args must be a dict (the job's args must contain it)")
+    try:
+        args_json = None if args is None else json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidJobError(f"args are not JSON-serialisable: {exc}") from None
+    statuses = None if status is None else [status] if isinstance(status, str) else list(status)
+    unknown = sorted(set(statuses or ()) - set(JOB_STATUSES))
+    if unknown:
+        raise InvalidJobError(f"unknown status {unknown[0]!r} (one of: {', '.join(JOB_STATUSES)})")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidJobError(f"limit must be a positive int, got {limit!r:.40}")
+    name = task.name if isinstance(task, Task) else task
+    return {"task": name, "args_json": args_json, "statuses": statuses, "limit": limit}
 
 
 def _result_request(job_id: int, timeout: float | None) -> tuple[int, float | None]:

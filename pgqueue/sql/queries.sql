@@ -459,6 +459,27 @@ FROM cancelled;
 -- and again after each notification of the finished channel (a hint: this row decides).
 SELECT status, result, error FROM pgqueue.jobs WHERE id = %(id)s;
 
+-- name: enqueued_jobs
+-- Queue.enqueued(): the jobs of a task (NULL: any) whose args contain the given ones (`@>`, served by
+-- jobs_args_idx) and whose status is one of these (NULL: any), oldest first; for an app's tests to assert on.
+SELECT id, queue, task, args, status, attempts, run_at, dedup_key, debounce_key
+FROM pgqueue.jobs
+WHERE (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)
+  AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: drained_jobs
+-- What a drain ran: the jobs runnable when it began and those its worker claimed, as they are now.
+SELECT id, task, args, status, attempts, result, error
+FROM pgqueue.jobs
+WHERE id = ANY(%(ids)s::bigint[]) OR worker_id = %(worker_id)s
+ORDER BY id;
+
+-- name: runnable_job_ids
+SELECT id FROM pgqueue.jobs WHERE status = 'pending' AND run_at <= now() ORDER BY id LIMIT %(limit)s;
+
 -- name: queue_status
 SELECT queue, status, count(*) AS jobs
 FROM pgqueue.jobs

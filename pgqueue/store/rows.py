@@ -98,6 +98,33 @@ class JobState(NamedTuple):
     error: str | None
 
 
+class EnqueuedJob(NamedTuple):
+    """A job as Queue.enqueued() lists it."""
+
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    status: str
+    attempts: int
+    run_at: datetime
+    dedup_key: str | None
+    debounce_key: str | None
+
+
+class DrainedJob(NamedTuple):
+    """A job a drain ran, as it is afterwards: `status` completed, failed, or pending (a retry or a snooze due
+    later), with the stored result or the last error."""
+
+    id: int
+    task: str
+    args: dict[str, Any]
+    status: str
+    attempts: int
+    result: Any
+    error: str | None
+
+
 class StatusCount(NamedTuple):
     queue: str
     status: str

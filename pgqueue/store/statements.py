@@ -248,6 +248,21 @@ def job_state(job_id: int) -> Query[rows.JobState]:
     return Query(QUERIES["job_state"], {"id": job_id}, rows.JobState)
 
 
+def enqueued_jobs(
+    *, task: str | None, args_json: str | None, statuses: list[str] | None, limit: int
+) -> Query[rows.EnqueuedJob]:
+    params = {"task": task, "args": args_json, "statuses": statuses, "limit": limit}
+    return Query(QUERIES["enqueued_jobs"], params, rows.EnqueuedJob)
+
+
+def drained_jobs(*, ids: Iterable[int], worker_id: str) -> Query[rows.DrainedJob]:
+    return Query(QUERIES["drained_jobs"], {"ids": int_array(ids), "worker_id": worker_id}, rows.DrainedJob)
+
+
+def runnable_job_ids(limit: int) -> Query[int]:
+    return Query(QUERIES["runnable_job_ids"], {"limit": limit}, int)
+
+
 def queue_status() -> Query[rows.StatusCount]:
     return Query(QUERIES["queue_status"], None, rows.StatusCount)
 
