@@ -72,7 +72,7 @@ VALUES (
     %(dedup_key)s, %(schedule)s
 )
 ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' DO UPDATE
-SET args = excluded.args,
+SET args = %(args)s::jsonb,  -- the parameter, not excluded.args: reading that takes SELECT on args (app role)
     run_at = greatest(
         job.run_at,
         least(now() + %(debounce)s::interval, job.created_at + %(debounce_max_wait)s::interval)
