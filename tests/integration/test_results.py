@@ -257,3 +257,15 @@ def test_pgqueue_result_with_a_bad_dsn_prints_one_line_without_the_password() ->
     proc = pgqueue("postgresql://user:s3cret@127.0.0.1:1/db", "result", "1")
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "s3cret" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_one_notification_per_statement_and_none_for_renewals(dsn: str, db: psycopg.Connection) -> None:
+    db.execute("INSERT INTO pgqueue.jobs (task, status) SELECT 'x', 'running' FROM generate_series(1, 100)")
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN pgqueue_finished")
+        db.execute("UPDATE pgqueue.jobs SET lease_expires_at = now() + interval '1 minute'")  # a renewal: no status
+        db.execute("UPDATE pgqueue.jobs SET started_at = now()")  # a start report: no status
+        assert list(listener.notifies(timeout=0.5)) == []
+        db.execute("UPDATE pgqueue.jobs SET status = 'completed', finished_at = now()")  # 100 jobs, one statement
+        first = list(listener.notifies(timeout=0.5))
+        assert [(n.channel, n.payload) for n in first] == [("pgqueue_finished", "")]
