@@ -225,13 +225,13 @@ RETURNING job.id, job.status, extract(epoch FROM job.run_at) AS run_at;
 -- Handlers that raised Snooze: back to pending, due after their delay, the attempt not charged
 -- (attempts - 1, so the next claim gives it the same number). A snooze is not an error: `error` and the
 -- error history are left alone, and `snoozes` counts them (a history entry per snooze would grow without
--- bound for a job that snoozes every few seconds). The same guards as fail_jobs: a late write is a no-op.
+-- bound for a job that snoozes every few seconds). worker_id stays, as for a retry: the worker that last ran it.
+-- The same guards as fail_jobs: a late write is a no-op.
 UPDATE pgqueue.jobs AS job
 SET status = 'pending',
     attempts = job.attempts - 1,
     run_at = now() + snoozed.delay,
     started_at = NULL,
-    worker_id = NULL,
     lease_expires_at = NULL,
     snoozes = job.snoozes + 1
 FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::interval[]) AS snoozed(id, attempt, delay)

@@ -79,6 +79,17 @@ def test_drain_runs_everything_runnable_and_reports_outcomes(queue: Queue, db: p
     assert queue.drain() == []  # nothing runnable any more
 
 
+def test_drain_reports_jobs_enqueued_by_handlers_even_when_they_snooze(queue: Queue) -> None:
+    @queue.task
+    def parent() -> None:
+        queue.enqueue("later")
+
+    first = queue.enqueue("parent")
+    ran = queue.drain()
+    assert [(job.task, job.status) for job in ran] == [("parent", "completed"), ("later", "pending")]
+    assert ran[0].id == first
+
+
 def test_drain_async_and_the_running_loop_guard(queue: Queue) -> None:
     job_id = queue.enqueue("step", {"n": 5})
 
