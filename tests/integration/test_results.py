@@ -269,3 +269,20 @@ def test_one_notification_per_statement_and_none_for_renewals(dsn: str, db: psyc
         db.execute("UPDATE pgqueue.jobs SET status = 'completed', finished_at = now()")  # 100 jobs, one statement
         first = list(listener.notifies(timeout=0.5))
         assert [(n.channel, n.payload) for n in first] == [("pgqueue_finished", "")]
+
+
+def test_pgqueue_result_prints_hostile_and_huge_results_safely(dsn: str, db: psycopg.Connection) -> None:
+    big = "x" * 500_000
+    (escape_id,) = db.execute(
+        "INSERT INTO pgqueue.jobs (task, status, finished_at, result) "
+        "VALUES ('t', 'completed', now(), to_jsonb(E'\\u001b[2J\\nred'::text)) RETURNING id"
+    ).fetchone()
+    (big_id,) = db.execute(
+        "INSERT INTO pgqueue.jobs (task, status, finished_at, result) "
+        "VALUES ('t', 'completed', now(), %s) RETURNING id",
+        (json.dumps({"blob": big}),),
+    ).fetchone()
+    escaped = pgqueue(dsn, "result", str(escape_id))
+    assert (escaped.returncode, escaped.stdout) == (0, '"\\u001b[2J\\nred"\n')  # JSON: no raw control character
+    huge = pgqueue(dsn, "result", str(big_id))
+    assert huge.returncode == 0 and json.loads(huge.stdout) == {"blob": big}
