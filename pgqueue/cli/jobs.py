@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
 from pgqueue.cli.common import INT_MAX, INT_MIN, JOB_ID_RANGE, DsnOption, app, connect, dsn_for
-from pgqueue.cli.errors import CliError, friendly_errors, note
+from pgqueue.cli.errors import CliError, fail, friendly_errors, note
 from pgqueue.cli.tables import format_table
 from pgqueue.store import admin
 from pgqueue.store.schema import JOB_STATUSES
@@ -164,3 +165,39 @@ def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+# `pgqueue result`'s exit statuses besides 0 (completed), 1 (an error: no such job, database unreachable) and
+# 2 (usage): how the job ended, so that a script can tell them apart.
+EXIT_FAILED, EXIT_CANCELLED, EXIT_TIMED_OUT = 3, 4, 5
+
+
+@app.command()
+@friendly_errors
+def result(
+    job_id: Annotated[int, typer.Argument(**JOB_ID_RANGE, help="Id of the job to wait for.")],
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the job to finish (0: only look).", show_default=True)
+    ] = 30.0,
+    dsn: DsnOption = None,
+) -> None:
+    """Wait for a job to finish and print its result as JSON (null when it returned none).
+
+    Exit status: 0 completed; 3 failed (its last error on stderr); 4 cancelled; 5 not finished within --timeout;
+    1 no such job or another error; 2 usage error.
+    """
+    from pgqueue.errors import JobCancelled, JobFailed
+    from pgqueue.store import results
+
+    if not math.isfinite(timeout) or timeout < 0:
+        raise typer.BadParameter(f"{timeout!r} is not a number of seconds, 0 or more", param_hint="'--timeout'")
+    try:
+        state = results.wait_for_job(dsn_for(dsn), job_id, timeout)
+        value = results.outcome(job_id, state, timeout)
+    except JobFailed as exc:
+        fail(str(exc), code=EXIT_FAILED)
+    except JobCancelled as exc:
+        fail(str(exc), code=EXIT_CANCELLED)
+    except TimeoutError as exc:
+        fail(str(exc), code=EXIT_TIMED_OUT)
+    typer.echo(json.dumps(value, ensure_ascii=False))

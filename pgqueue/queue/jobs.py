@@ -46,6 +46,9 @@ def job_params(
     max_attempts: int | None = None,
     dedup_key: str | None = None,
     schedule: str | None = None,
+    unique_for: timedelta | float | None = None,
+    debounce: timedelta | float | None = None,
+    debounce_max_wait: timedelta | float | None = None,
 ) -> dict[str, Any]:
     """Validate one job of task `definition` and return the bound parameters of `insert_job`."""
     args = {} if args is None else args
@@ -74,6 +77,9 @@ def job_params(
     attempts = attempts if attempts is not None else default_max_attempts
     if attempts < 1:
         raise InvalidJobError("max_attempts must be at least 1")
+    uniqueness = _uniqueness(
+        dedup_key, unique_for, debounce, debounce_max_wait, delay_given=run_at is not None or delay is not None
+    )
     return {
         "queue": queue_name or definition.queue_name,
         "task": definition.name,
@@ -84,7 +90,66 @@ def job_params(
         "delay": delay_td,
         "dedup_key": dedup_key,
         "schedule": schedule,
+        **uniqueness,
     }
+
+
+# Keys are unique-indexed, and a btree entry holds at most about 2,700 bytes: a longer key would fail its insert
+# with an index error; refused here, with a message saying what to do.
+MAX_DEDUP_KEY_BYTES = 2000
+# A debounced job runs at the latest this many debounce periods after its first enqueue, unless told otherwise.
+DEBOUNCE_MAX_WAIT_FACTOR = 10
+
+
+def _uniqueness(
+    dedup_key: str | None,
+    unique_for: timedelta | float | None,
+    debounce: timedelta | float | None,
+    max_wait: timedelta | float | None,
+    *,
+    delay_given: bool,
+) -> dict[str, timedelta | None]:
+    """The parameters of unique_for and debounce, checked: both need a dedup key, and they do not mix."""
+    if dedup_key is not None and not isinstance(dedup_key, str):
+        raise InvalidJobError(f"dedup_key must be a str, got {type(dedup_key).__name__}")
+    if dedup_key is not None and "\x00" in dedup_key:
+        raise InvalidJobError("dedup_key must not contain a NUL character")
+    if dedup_key is not None and len(dedup_key.encode("utf-8", "surrogatepass")) > MAX_DEDUP_KEY_BYTES:
+        raise InvalidJobError(
+            f"dedup_key is too long ({len(dedup_key.encode('utf-8', 'surrogatepass')):,} bytes of UTF-8; the limit is "
+            f"{MAX_DEDUP_KEY_BYTES:,}): use a hash of it"
+        )
+    if (unique_for is not None or debounce is not None) and dedup_key is None:
+        raise InvalidJobError("unique_for and debounce need a dedup_key: the key that makes jobs the same")
+    if unique_for is not None and debounce is not None:
+        raise InvalidJobError("give either unique_for or debounce, not both")
+    if max_wait is not None and debounce is None:
+        raise InvalidJobError("debounce_max_wait goes with debounce")
+    window = _positive(unique_for, "unique_for") if unique_for is not None else None
+    debounce_td = _positive(debounce, "debounce") if debounce is not None else None
+    max_wait_td = None
+    if debounce_td is not None:
+        if delay_given:
+            raise InvalidJobError("debounce sets when the job runs: give no delay or run_at with it")
+        max_wait_td = (
+            _positive(max_wait, "debounce_max_wait") if max_wait is not None else debounce_td * DEBOUNCE_MAX_WAIT_FACTOR
+        )
+        if max_wait_td < debounce_td:
+            raise InvalidJobError(
+                f"debounce_max_wait ({max_wait_td}) must not be shorter than debounce ({debounce_td})"
+            )
+    return {"unique_for": window, "debounce": debounce_td, "debounce_max_wait": max_wait_td}
+
+
+def _positive(value: timedelta | float, name: str) -> timedelta:
+    """A duration above zero that a run_at can still hold (the year 9999 is the limit)."""
+    try:
+        duration = _as_timedelta(value)
+    except InvalidJobError as exc:
+        raise InvalidJobError(f"{name}: {exc}") from None
+    if duration <= ZERO:
+        raise InvalidJobError(f"{name} must be longer than zero (got {duration})")
+    return duration
 
 
 def batch_columns(jobs: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -6,22 +6,26 @@ Every enqueue is a plan (store/run.py) written once; the sync and async methods 
 from __future__ import annotations
 
 import inspect
+import json
+import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
 
 from pgqueue.cron.schedule import Schedule, declare
-from pgqueue.errors import InvalidJobError, UnknownTaskError
+from pgqueue.errors import InvalidJobError, JobNotFoundError, UnknownTaskError
 from pgqueue.queue import jobs
 from pgqueue.queue.jobs import JobSpec
 from pgqueue.queue.limits import Limit, check_concurrency, check_queue_name
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
-from pgqueue.queue.tasks import Task
+from pgqueue.queue.tasks import Task, exception_classes
 from pgqueue.settings import resolve_dsn
-from pgqueue.store import admin, statements
+from pgqueue.store import admin, results, statements
 from pgqueue.store import limits as limit_store
 from pgqueue.store.database import Database
-from pgqueue.store.run import Plan
+from pgqueue.store.rows import DrainedJob, EnqueuedJob
+from pgqueue.store.run import Plan, fetch
+from pgqueue.store.schema import JOB_STATUSES
 
 DEFAULT_QUEUE = "default"
 # The job holding a dedup key may finish between the insert's two looks: then insert again, this many times.
@@ -75,6 +79,7 @@ class Queue:
         timeout: float | None = None,
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
     def task(
@@ -90,12 +95,15 @@ class Queue:
         timeout: float | None = None,
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a handler (sync or async) as a task: `@queue.task` or `@queue.task(name=...)`.
 
         `concurrency=N`: at most N jobs of this task run at once across all workers and hosts (exact, decided
         inside the claim); with `concurrency_key="customer_id"`, at most N per value of that argument.
+        `retry_on`: only these exceptions are retried; any other fails the job at once (default: all retried).
         """
+        retry_classes = exception_classes(retry_on) if retry_on is not None else None
 
         def register(handler: Callable[..., Any]) -> Task:
             task_name = name or handler.__name__
@@ -116,6 +124,7 @@ class Queue:
                 timeout=timeout,
                 limit=limit,
                 enqueuer=self,
+                retry_on=retry_classes,
             )
             self.tasks[task_name] = registered
             return registered
@@ -206,6 +215,9 @@ class Queue:
         max_attempts: int | None = None,
         dedup_key: str | None = None,
         schedule: str | None = None,
+        unique_for: timedelta | float | None = None,
+        debounce: timedelta | float | None = None,
+        debounce_max_wait: timedelta | float | None = None,
     ) -> dict[str, Any]:
         """Validate one job and return the bound parameters of `insert_job`; raises before any I/O."""
         return jobs.job_params(
@@ -219,6 +231,9 @@ class Queue:
             max_attempts=max_attempts,
             dedup_key=dedup_key,
             schedule=schedule,
+            unique_for=unique_for,
+            debounce=debounce,
+            debounce_max_wait=debounce_max_wait,
         )
 
     def enqueue(
@@ -233,17 +248,23 @@ class Queue:
         priority: int | None = None,
         max_attempts: int | None = None,
         dedup_key: str | None = None,
+        unique_for: timedelta | float | None = None,
+        debounce: timedelta | float | None = None,
+        debounce_max_wait: timedelta | float | None = None,
     ) -> int:
         """Insert one job and return its id.
 
         With `connection` (a psycopg Connection, a SQLAlchemy Connection or Session) the job joins that
         transaction: it exists only if the caller commits. Without it, pgqueue commits on its own.
         With `dedup_key`, no second job is made while one with that key is pending or running: the
-        existing job's id is returned instead.
+        existing job's id is returned instead. With `unique_for` (a timedelta or seconds) also while a job
+        with that key completed less than that long ago. With `debounce`, a pending job with that key is
+        updated in place (these args; run_at pushed to now + debounce, but at most `debounce_max_wait`,
+        default 10 x debounce, after its first enqueue) and its id returned.
         """
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
-            dedup_key=dedup_key,
+            dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
         )  # fmt: skip
         return self._database.run(_insert_one(params), connection)
 
@@ -259,11 +280,14 @@ class Queue:
         priority: int | None = None,
         max_attempts: int | None = None,
         dedup_key: str | None = None,
+        unique_for: timedelta | float | None = None,
+        debounce: timedelta | float | None = None,
+        debounce_max_wait: timedelta | float | None = None,
     ) -> int:
         """`enqueue` for asyncio code: psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession."""
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
-            dedup_key=dedup_key,
+            dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
         )  # fmt: skip
         return await self._database.run_async(_insert_one(params), connection)
 
@@ -290,6 +314,53 @@ class Queue:
             )  # fmt: skip
 
         return jobs.batch_columns(map(params, specs))
+
+    # -- results --------------------------------------------------------------------------------
+
+    def result(self, job_id: int, timeout: float | None = 30) -> Any:
+        """Wait until the job is finished and return its stored result (None when the handler returned none).
+
+        Raises JobFailed (its `.error` is the last error), JobCancelled, JobNotFoundError, or TimeoutError when
+        the job is not finished within `timeout` seconds (None: no limit). Waits with LISTEN on a connection of
+        its own, re-reading the job's row on each notification: the row decides.
+        """
+        job_id, seconds = _result_request(job_id, timeout)
+        return results.outcome(job_id, results.wait_for_job(self.dsn, job_id, seconds), seconds)
+
+    async def result_async(self, job_id: int, timeout: float | None = 30) -> Any:
+        """`result` for asyncio code."""
+        job_id, seconds = _result_request(job_id, timeout)
+        return results.outcome(job_id, await results.wait_for_job_async(self.dsn, job_id, seconds), seconds)
+
+    # -- test mode ------------------------------------------------------------------------------
+
+    def enqueued(
+        self,
+        task: str | Task | None = None,
+        args: dict[str, Any] | None = None,
+        *,
+        status: str | Iterable[str] | None = None,
+        limit: int = 1000,
+    ) -> list[EnqueuedJob]:
+        """The jobs in the table of `task` (any: None) whose args contain `args` (a subset match, as
+        `args @> ...`), with `status` (one or several; any: None), oldest first: for an app's tests to assert
+        what it enqueued, e.g. `assert queue.enqueued("send_email", {"to": "a@b.c"})`."""
+        query = statements.enqueued_jobs(**_enqueued_filter(task, args, status, limit))
+        with self._database.connection() as conn:
+            return fetch(conn, query)
+
+    def drain(self, *, concurrency: int = 1) -> list[DrainedJob]:
+        """Test mode: run every runnable job now in this process, against the database; see pgqueue.testing."""
+        # The one import of a layer above: the worker runs the jobs. Kept out of the module's imports so that
+        # importing pgqueue.queue never loads the worker.
+        from pgqueue.testing import drain
+
+        return drain(self, concurrency=concurrency)
+
+    async def drain_async(self, *, concurrency: int = 1) -> list[DrainedJob]:
+        from pgqueue.testing import drain_async
+
+        return await drain_async(self, concurrency=concurrency)
 
     # -- operator actions -----------------------------------------------------------------------
 
@@ -368,6 +439,39 @@ def _task_limit(
         if not takes_any and concurrency_key not in parameters:
             raise ValueError(f"concurrency_key {concurrency_key!r} is not an argument of task {task_name!r}")
     return Limit("task", task_name, concurrency, concurrency_key)
+
+
+def _enqueued_filter(
+    task: str | Task | None, args: dict[str, Any] | None, status: str | Iterable[str] | None, limit: int
+) -> dict[str, Any]:
+    """The parameters of `enqueued_jobs`, checked before any I/O."""
+    if args is not None and not isinstance(args, dict):
+        raise InvalidJobError("args must be a dict (the job's args must contain it)")
+    try:
+        args_json = None if args is None else json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidJobError(f"args are not JSON-serialisable: {exc}") from None
+    statuses = None if status is None else [status] if isinstance(status, str) else list(status)
+    unknown = sorted(set(statuses or ()) - set(JOB_STATUSES))
+    if unknown:
+        raise InvalidJobError(f"unknown status {unknown[0]!r} (one of: {', '.join(JOB_STATUSES)})")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidJobError(f"limit must be a positive int, got {limit!r:.40}")
+    name = task.name if isinstance(task, Task) else task
+    return {"task": name, "args_json": args_json, "statuses": statuses, "limit": limit}
+
+
+def _result_request(job_id: int, timeout: float | None) -> tuple[int, float | None]:
+    """Checked before any I/O: a job id (an int that a bigint can hold) and a timeout (finite, not negative)."""
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        raise InvalidJobError(f"job id must be an int, got {type(job_id).__name__}")
+    if not admin.BIGINT_MIN <= job_id <= admin.BIGINT_MAX:
+        raise JobNotFoundError(job_id)
+    if timeout is None:
+        return job_id, None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a finite number of seconds, 0 or more, or None (got {timeout!r:.40})")
+    return job_id, float(timeout)
 
 
 def _insert_one(params: dict[str, Any]) -> Callable[[bool], Plan[int]]:

@@ -34,6 +34,8 @@ class Task:
     timeout: float | None = None
     limit: Limit | None = None  # concurrency limit across all workers (pgqueue.limits)
     enqueuer: Enqueuer | None = field(default=None, repr=False)
+    # None: every exception is retried (while attempts are left); else only these, the others fail at once.
+    retry_on: tuple[type[BaseException], ...] | None = None
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.fn)
@@ -56,6 +58,10 @@ class Task:
             self.signature.bind(**args)
         except TypeError as exc:
             raise InvalidJobError(f"arguments do not fit task {self.name!r}: {exc}") from None
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether an attempt that raised `exc` may be retried (attempts permitting), by `retry_on`."""
+        return self.retry_on is None or isinstance(exc, self.retry_on)
 
     def enqueue(self, args: dict[str, Any] | None = None, **options: Any) -> int:
         """Queue a job for this task; options as for `Queue.enqueue`."""
@@ -81,3 +87,23 @@ def _keywords(task: Task) -> tuple[frozenset[str], frozenset[str]] | None:
         if parameter.default is inspect.Parameter.empty:
             required.add(parameter.name)
     return frozenset(accepted), frozenset(required)
+
+
+def exception_classes(value: object) -> tuple[type[BaseException], ...]:
+    """`retry_on` as a tuple of exception classes: one class or an iterable of them; TypeError for anything else.
+
+    Checked when the task is declared: a typo such as `retry_on=ConnectionError()` (an instance) or
+    `retry_on="ConnectionError"` must fail at import, not turn every failure of the task permanent."""
+    items = (value,) if isinstance(value, type) else value
+    if isinstance(items, str | bytes) or not isinstance(items, tuple | list | set | frozenset):
+        raise TypeError(f"retry_on must be an exception class or a tuple of them, got {_kind(value)}")
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(f"retry_on must be an exception class or a tuple of them, got {_kind(item)}")
+    return tuple(items)
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, type):
+        return f"the class {value.__name__!r}, which is not an exception"
+    return f"{type(value).__name__} {value!r:.60}"

@@ -30,6 +30,55 @@ SELECT id FROM pgqueue.jobs
 WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running', 'held') AND NOT EXISTS (SELECT FROM inserted)
 LIMIT 1;
 
+-- name: insert_job_unique_for
+-- insert_job_once, and also no new job while a job with the key completed within the window (unique_for): that
+-- job's id comes back instead (jobs_dedup_completed_idx). A pending or running holder comes first, then the
+-- recently completed job. Only completed jobs count: a failed or cancelled one did not do the work.
+WITH recent AS (
+    SELECT id
+    FROM pgqueue.jobs
+    WHERE dedup_key = %(dedup_key)s AND status = 'completed' AND finished_at > now() - %(unique_for)s::interval
+    ORDER BY finished_at DESC
+    LIMIT 1
+),
+inserted AS (
+    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+    SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
+           COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
+           %(dedup_key)s, %(schedule)s
+    WHERE NOT EXISTS (SELECT FROM recent)
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+    RETURNING id
+)
+SELECT id FROM inserted
+UNION ALL
+(SELECT id FROM pgqueue.jobs
+ WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running') AND NOT EXISTS (SELECT FROM inserted)
+ LIMIT 1)
+UNION ALL
+SELECT id FROM recent
+LIMIT 1;
+
+-- name: insert_job_debounced
+-- Debounce: one pending job per key (jobs_debounce_key_idx, pending jobs only). A later enqueue with the key
+-- updates that job in place: the new args, and run_at moved to now() + debounce but never past the first
+-- enqueue's created_at + max_wait, so that a steady stream of enqueues cannot put the job off for ever.
+-- ON CONFLICT DO UPDATE is atomic: concurrent enqueues of one key serialise on its row and none is lost. A
+-- running job does not hold the key, so a change that arrives while it runs gets a run of its own.
+INSERT INTO pgqueue.jobs AS job (queue, task, args, priority, max_attempts, run_at, debounce_key, schedule)
+VALUES (
+    %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
+    now() + least(%(debounce)s::interval, %(debounce_max_wait)s::interval),
+    %(dedup_key)s, %(schedule)s
+)
+ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' DO UPDATE
+SET args = %(args)s::jsonb,  -- the parameter, not excluded.args: reading that takes SELECT on args (app role)
+    run_at = greatest(
+        job.run_at,
+        least(now() + %(debounce)s::interval, job.created_at + %(debounce_max_wait)s::interval)
+    )
+RETURNING job.id;
+
 -- name: insert_jobs
 -- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned).
 INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at)
@@ -65,6 +114,7 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts) FROM STDIN;
 -- not short for want of jobs. With no limits declared, grant_slots is never called. `finished` names the
 -- jobs this statement completes (composed in store/queries.py): their slots are free for this claim.
 -- grant_slots serves its candidates in the order given: picked's, which a CTE scan keeps (no second sort).
+-- The rows come back in claim order (an UPDATE returns them in its join's order): the worker starts them so.
 WITH paused AS MATERIALIZED (
     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
 ),
@@ -106,10 +156,12 @@ claimed AS (
     FROM picked
     LEFT JOIN decided ON decided.job_id = picked.id
     WHERE job.id = picked.id
-    RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by
+    RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
+              job.run_at
 )
 SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held
-FROM claimed;
+FROM claimed
+ORDER BY priority DESC, run_at, id;
 
 -- name: claim_from_queues
 -- The same for named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
@@ -163,10 +215,12 @@ claimed AS (
     FROM picked
     LEFT JOIN decided ON decided.job_id = picked.id
     WHERE job.id = picked.id
-    RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by
+    RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
+              job.run_at
 )
 SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held
-FROM claimed;
+FROM claimed
+ORDER BY priority DESC, run_at, id;
 
 -- name: record_starts
 -- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
@@ -226,6 +280,26 @@ WHERE job.id = failure.id
   AND job.status = 'running'
   AND job.worker_id = %(worker_id)s
 RETURNING job.id, job.status, extract(epoch FROM job.run_at) AS run_at;
+
+-- name: snooze_jobs
+-- Handlers that raised Snooze: back to pending, due after their delay, the attempt not charged
+-- (attempts - 1, so the next claim gives it the same number). A snooze is not an error: `error` and the
+-- error history are left alone, and `snoozes` counts them (a history entry per snooze would grow without
+-- bound for a job that snoozes every few seconds). worker_id stays, as for a retry: the worker that last ran it.
+-- The same guards as fail_jobs: a late write is a no-op.
+UPDATE pgqueue.jobs AS job
+SET status = 'pending',
+    attempts = job.attempts - 1,
+    run_at = now() + snoozed.delay,
+    started_at = NULL,
+    lease_expires_at = NULL,
+    snoozes = job.snoozes + 1
+FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(delays)s::interval[]) AS snoozed(id, attempt, delay)
+WHERE job.id = snoozed.id
+  AND job.attempts = snoozed.attempt
+  AND job.status = 'running'
+  AND job.worker_id = %(worker_id)s
+RETURNING job.id, extract(epoch FROM job.run_at) AS run_at;
 
 -- name: release_jobs
 -- Jobs this worker holds go back to pending without charging their attempt (attempts - 1), and the
@@ -439,6 +513,32 @@ WITH cancelled AS (
 )
 SELECT id, worker_id, pg_notify('pgqueue_cancel', json_build_object('id', id)::text)::text AS notified
 FROM cancelled;
+
+-- name: job_state
+-- A job's status and outcome, for Queue.result(): read once LISTEN is on (so a finish before it is not missed)
+-- and again after each notification of the finished channel (a hint: this row decides).
+SELECT status, result, error FROM pgqueue.jobs WHERE id = %(id)s;
+
+-- name: enqueued_jobs
+-- Queue.enqueued(): the jobs of a task (NULL: any) whose args contain the given ones (`@>`, served by
+-- jobs_args_idx) and whose status is one of these (NULL: any), oldest first; for an app's tests to assert on.
+SELECT id, queue, task, args, status, attempts, run_at, dedup_key, debounce_key
+FROM pgqueue.jobs
+WHERE (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)
+  AND (%(statuses)s::text[] IS NULL OR status = ANY(%(statuses)s::text[]))
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: drained_jobs
+-- What a drain ran: the jobs runnable when it began and those its worker claimed, as they are now.
+SELECT id, task, args, status, attempts, result, error
+FROM pgqueue.jobs
+WHERE id = ANY(%(ids)s::bigint[]) OR worker_id = %(worker_id)s
+ORDER BY id;
+
+-- name: runnable_job_ids
+SELECT id FROM pgqueue.jobs WHERE status = 'pending' AND run_at <= now() ORDER BY id LIMIT %(limit)s;
 
 -- name: queue_status
 SELECT queue, status, count(*) AS jobs

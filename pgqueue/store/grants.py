@@ -80,8 +80,17 @@ _IDS_AND_VERSION = (
 APP_GRANTS: tuple[Grant, ...] = (
     _SCHEMA_USAGE,
     Grant(("INSERT",), "TABLE", "jobs"),
-    # RETURNING id; a dedup key's conflict check and its lookup of the job holding the key.
-    Grant(("SELECT",), "TABLE", "jobs", columns=("id", "status", "dedup_key")),
+    # RETURNING id; a dedup key's conflict check and its lookup of the job holding the key; unique_for's look-up of
+    # a recently completed job (finished_at); debounce's conflict check and new run_at (debounce_key, created_at,
+    # run_at); Queue.result() reads the outcome (result, error). Never args: no reading other jobs' arguments.
+    Grant(
+        ("SELECT",),
+        "TABLE",
+        "jobs",
+        columns=("id", "status", "dedup_key", "finished_at", "debounce_key", "created_at", "run_at", "result", "error"),
+    ),
+    # Debounce updates the pending job of its key in place: new args, run_at pushed.
+    Grant(("UPDATE",), "TABLE", "jobs", columns=("args", "run_at")),
     *_IDS_AND_VERSION,
 )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 Attempt = tuple[int, int]  # (job id, attempt number): what an outcome, a lease or a release is keyed by
 
@@ -35,6 +35,13 @@ class FailedJob(NamedTuple):
 
     id: int
     status: str
+    run_at: float
+
+
+class SnoozedJob(NamedTuple):
+    """A snooze written: the job is pending again, due at `run_at` (epoch seconds)."""
+
+    id: int
     run_at: float
 
 
@@ -82,6 +89,41 @@ class Cancelled(NamedTuple):
     id: int
     worker_id: str | None
     notified: str
+
+
+class JobState(NamedTuple):
+    """What Queue.result() reads: the status, the stored result (parsed JSON) and the last error."""
+
+    status: str
+    result: Any
+    error: str | None
+
+
+class EnqueuedJob(NamedTuple):
+    """A job as Queue.enqueued() lists it."""
+
+    id: int
+    queue: str
+    task: str
+    args: dict[str, Any]
+    status: str
+    attempts: int
+    run_at: datetime
+    dedup_key: str | None
+    debounce_key: str | None
+
+
+class DrainedJob(NamedTuple):
+    """A job a drain ran, as it is afterwards: `status` completed, failed, or pending (a retry or a snooze due
+    later), with the stored result or the last error."""
+
+    id: int
+    task: str
+    args: dict[str, Any]
+    status: str
+    attempts: int
+    result: Any
+    error: str | None
 
 
 class StatusCount(NamedTuple):

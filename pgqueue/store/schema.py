@@ -47,12 +47,15 @@ JOB_STATUSES = tuple(status.value for status in JobStatus)
 # channel by cancel_jobs. Payloads are JSON: {"queue": ..., "run_at": epoch seconds} and {"id": ...}.
 JOBS_CHANNEL = "pgqueue_jobs"
 CANCEL_CHANNEL = "pgqueue_cancel"
+# Sent (empty payload) by the statement trigger of migration 0009 after each statement that sets job statuses:
+# Queue.result() waiters listen on it and re-read their job's row.
+FINISHED_CHANNEL = "pgqueue_finished"
 DEFAULT_MAX_ATTEMPTS = 5
 
 # The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
 # behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
 # as migrations only add what older code does not read.
-REVISION = "0008"
+REVISION = "0009"
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -102,6 +105,8 @@ jobs = Table(
     Column("schedule", Text, comment="the periodic schedule that produced the job"),
     Column("limit_keys", ARRAY(Text), comment="the limit slots the running job holds"),
     Column("held_by", Text, comment="the full limit key that holds the job back"),
+    Column("snoozes", Integer, nullable=False, server_default="0", comment="times its handler snoozed"),
+    Column("debounce_key", Text, comment="at most one pending job per key; a later enqueue updates it"),
     # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
     Index(
         "jobs_claim_idx",
@@ -139,6 +144,19 @@ jobs = Table(
     # The dashboard's (migration 0006): failed jobs per queue, and the args containment filter.
     Index("jobs_failed_queue_idx", "queue", "id", postgresql_where=text("status = 'failed'")),
     Index("jobs_args_idx", "args", postgresql_using="gin", postgresql_ops={"args": "jsonb_path_ops"}),
+    # Migration 0009: debounce (one pending job per key, updated in place) and unique_for (recently completed).
+    Index(
+        "jobs_debounce_key_idx",
+        "debounce_key",
+        unique=True,
+        postgresql_where=text("debounce_key IS NOT NULL AND status = 'pending'"),
+    ),
+    Index(
+        "jobs_dedup_completed_idx",
+        "dedup_key",
+        "finished_at",
+        postgresql_where=text("dedup_key IS NOT NULL AND status = 'completed'"),
+    ),
 )
 
 schedules = Table(

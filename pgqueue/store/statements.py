@@ -61,8 +61,14 @@ def int_array(values: Iterable[int]) -> str:
 
 
 def insert_job(params: Mapping[str, Any]) -> Query[int]:
-    """One job (params as pgqueue.queue.jobs.job_params builds them); with a dedup key, unless one holds it."""
-    name = "insert_job_once" if params.get("dedup_key") is not None else "insert_job"
+    """One job (params as pgqueue.queue.jobs.job_params builds them); with a dedup key, unless one holds it (or,
+    with unique_for, completed within the window); with debounce, merged into the pending job of its key."""
+    if params.get("debounce") is not None:
+        name = "insert_job_debounced"
+    elif params.get("unique_for") is not None:
+        name = "insert_job_unique_for"
+    else:
+        name = "insert_job_once" if params.get("dedup_key") is not None else "insert_job"
     return Query(QUERIES[name], params, int)
 
 
@@ -144,6 +150,25 @@ def fail_jobs(*, worker_id: str, failures: Sequence[Failure]) -> Query[rows.Fail
         "worker_id": worker_id,
     }
     return Query(QUERIES["fail_jobs"], params, rows.FailedJob)
+
+
+@dataclass(frozen=True)
+class Snoozed:
+    """An attempt whose handler raised Snooze: back to pending, due in `seconds`, the attempt not charged."""
+
+    id: int
+    attempt: int
+    seconds: float
+
+
+def snooze_jobs(*, worker_id: str, snoozed: Sequence[Snoozed]) -> Query[rows.SnoozedJob]:
+    params = {
+        "ids": [s.id for s in snoozed],
+        "attempts": [s.attempt for s in snoozed],
+        "delays": [timedelta(seconds=s.seconds) for s in snoozed],
+        "worker_id": worker_id,
+    }
+    return Query(QUERIES["snooze_jobs"], params, rows.SnoozedJob)
 
 
 def _attempt_arrays(attempts: Sequence[Attempt]) -> dict[str, list[int]]:
@@ -259,6 +284,25 @@ def retry_failed(
 
 def cancel_jobs(ids: list[int]) -> Query[rows.Cancelled]:
     return Query(QUERIES["cancel_jobs"], {"ids": ids}, rows.Cancelled)
+
+
+def job_state(job_id: int) -> Query[rows.JobState]:
+    return Query(QUERIES["job_state"], {"id": job_id}, rows.JobState)
+
+
+def enqueued_jobs(
+    *, task: str | None, args_json: str | None, statuses: list[str] | None, limit: int
+) -> Query[rows.EnqueuedJob]:
+    params = {"task": task, "args": args_json, "statuses": statuses, "limit": limit}
+    return Query(QUERIES["enqueued_jobs"], params, rows.EnqueuedJob)
+
+
+def drained_jobs(*, ids: Iterable[int], worker_id: str) -> Query[rows.DrainedJob]:
+    return Query(QUERIES["drained_jobs"], {"ids": int_array(ids), "worker_id": worker_id}, rows.DrainedJob)
+
+
+def runnable_job_ids(limit: int) -> Query[int]:
+    return Query(QUERIES["runnable_job_ids"], {"limit": limit}, int)
 
 
 def queue_status() -> Query[rows.StatusCount]:

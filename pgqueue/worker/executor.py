@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgqueue.errors import Discard, Snooze, snooze_seconds
 from pgqueue.queue.tasks import Task
 from pgqueue.text import clip
 
@@ -68,6 +69,8 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     permanent: bool = False
+    # The handler raised Snooze: run again after this many seconds, the attempt not charged (not a failure).
+    snooze: float | None = None
 
 
 class HandlerThreads:
@@ -168,11 +171,16 @@ async def run_handler(task: Task | None, name: str, args: Any, context: JobConte
     except asyncio.CancelledError:
         context.cancel()
         raise
+    except Snooze as exc:
+        return snoozed(exc)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt in a handler fail the job only
         if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():  # ours, not the handler's
             context.cancel()  # a sync handler can notice and stop; its slot is free already
-            return Outcome(ok=False, error=f"timed out after {task.timeout:g} s")
-        return Outcome(ok=False, error=_describe(exc), traceback=_short_traceback(exc))
+            # retry_on decides about our timeout as about the handler's own TimeoutError.
+            return Outcome(ok=False, error=f"timed out after {task.timeout:g} s", permanent=not task.retries(exc))
+        # Discard: the handler says this job can never succeed; retry_on: only the listed exceptions are retried.
+        permanent = isinstance(exc, Discard) or not task.retries(exc)
+        return Outcome(ok=False, error=_describe(exc), traceback=_short_traceback(exc), permanent=permanent)
     if result is None:
         return Outcome(ok=True)
     try:
@@ -198,6 +206,16 @@ async def _call(task: Task, args: dict[str, Any], threads: HandlerThreads) -> An
         return await task.fn(**args)
     call_context = contextvars.copy_context()
     return await threads.submit(lambda: call_context.run(task.fn, **args))
+
+
+def snoozed(exc: Snooze) -> Outcome:
+    """The outcome of an attempt that raised Snooze. Its seconds were checked when it was made, but a subclass or
+    a handler may have changed them since: checked again, and a bad value fails the attempt, saying why."""
+    try:
+        seconds = snooze_seconds(getattr(exc, "seconds", None))
+    except ValueError as bad:
+        return Outcome(ok=False, error=_storable(clip(f"invalid snooze: {bad}", ERROR_LIMIT)), permanent=True)
+    return Outcome(ok=False, snooze=seconds)
 
 
 def failure(exc: BaseException) -> Outcome:

@@ -154,6 +154,11 @@ class Producer:
             self._claim_wanted = True  # a burst worker looks once more at what its last outcomes made runnable
             return False
         await self._completer.flush()
+        if self._next_due is not None and self._next_due <= time.time():
+            # That flush wrote a retry or a snooze that is due already (a handler that ended while the claim
+            # was on its way): it is runnable now, so a burst worker is not done.
+            self._claim_wanted = True
+            return False
         # Jobs of a vanished worker are runnable once rescued: a deployment that runs only burst workers must
         # not leave them stuck.
         if not self._burst_rescued and await self._rescue_for_burst():

@@ -14,7 +14,7 @@ from typing import Any
 
 from pgqueue.queue.tasks import Task
 from pgqueue.store.rows import Attempt, ClaimedJob
-from pgqueue.store.statements import Failure
+from pgqueue.store.statements import Failure, Snoozed
 from pgqueue.text import printable, shown
 from pgqueue.worker.completer import Completer
 from pgqueue.worker.executor import HandlerThreads, JobContext, Outcome, failure, run_handler, unreadable_args
@@ -125,6 +125,16 @@ class Slots:
         if outcome.ok:
             self._completer.completed(job.id, job.attempt, outcome.result_json)
             log.debug("job %d %s attempt %d completed", job.id, shown(job.task_name), job.attempt)
+            return
+        if outcome.snooze is not None:
+            self._completer.snoozed(Snoozed(job.id, job.attempt, outcome.snooze))
+            log.info(
+                "job %d %s attempt %d snoozed for %g s (attempt not counted)",
+                job.id,
+                shown(job.task_name),
+                job.attempt,
+                outcome.snooze,
+            )
             return
         task = self._tasks.get(job.task_name)
         retry = not outcome.permanent and job.attempt < job.max_attempts

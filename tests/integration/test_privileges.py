@@ -264,6 +264,24 @@ def test_app_role_enqueues_every_way_and_nothing_more(migrated: Setup) -> None:
                 app.execute(refused)
 
 
+def test_app_role_uses_unique_for_debounce_and_waits_for_results(migrated: Setup) -> None:
+    queue = Queue(migrated.dsn(migrated.app))
+    queue.task(name="noop")(lambda n=0: None)
+    try:
+        recent = queue.enqueue("noop", dedup_key="report", unique_for=600)
+        with migrated.superuser() as db:
+            db.execute("UPDATE pgqueue.jobs SET status = 'completed', finished_at = now(), result = '7' WHERE id = %s",
+                       (recent,))  # fmt: skip
+        assert queue.enqueue("noop", dedup_key="report", unique_for=600) == recent
+        assert queue.result(recent, timeout=5) == 7
+        debounced = queue.enqueue("noop", {"n": 1}, dedup_key="sync", debounce=30)
+        assert queue.enqueue("noop", {"n": 2}, dedup_key="sync", debounce=30) == debounced
+    finally:
+        queue.close()
+    with migrated.superuser() as db:
+        assert db.execute("SELECT args FROM pgqueue.jobs WHERE id = %s", (debounced,)).fetchone() == ({"n": 2},)
+
+
 # -- the worker role ------------------------------------------------------------------------------------------------
 
 

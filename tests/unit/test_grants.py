@@ -11,7 +11,10 @@ def test_script_quotes_role_names() -> None:
     text = grants.script(app_role='we"ird app', worker_role="Worker")
     lines = text.splitlines()
     assert lines[0] == 'GRANT USAGE ON SCHEMA "pgqueue" TO "we""ird app";'
-    assert 'GRANT SELECT ("id", "status", "dedup_key") ON TABLE "pgqueue"."jobs" TO "we""ird app";' in lines
+    assert (
+        'GRANT SELECT ("id", "status", "dedup_key", "finished_at", "debounce_key", "created_at", "run_at", "result", '
+        '"error") ON TABLE "pgqueue"."jobs" TO "we""ird app";'
+    ) in lines
     assert 'GRANT EXECUTE ON FUNCTION "pgqueue"."reserve_job_ids"(integer) TO "Worker";' in lines
     assert 'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE "pgqueue"."jobs" TO "Worker";' in lines
     assert len(lines) == len(grants.APP_GRANTS) + len(grants.WORKER_GRANTS)
