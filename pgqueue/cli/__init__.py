@@ -1,7 +1,8 @@
 """The `pgqueue` command: thin Typer layer over the library; one-line errors, exit 0 ok, 1 failure, 2 usage.
 
 One module per group of commands: migrate (migrate, grant), work, jobs (enqueue, retry-failed, cancel,
-status), cron (cron next, cron list), dashboard, demo. They register on the app of cli/common.py.
+status), ops (jobs, show, retry, prune), cron (cron next, cron list), dashboard, demo. They register on the app
+of cli/common.py.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import sys
 
 import typer
 
-from pgqueue.cli import cron, dashboard, demo, jobs, migrate, work
+from pgqueue.cli import cron, dashboard, demo, jobs, migrate, ops, work
 from pgqueue.cli.common import app
 from pgqueue.cli.errors import describe_error, safe
 
-__all__ = ["app", "cron", "dashboard", "demo", "jobs", "main", "migrate", "work"]
+__all__ = ["app", "cron", "dashboard", "demo", "jobs", "main", "migrate", "ops", "work"]
 
 
 def main() -> None:

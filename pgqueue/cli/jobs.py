@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -10,10 +11,14 @@ import typer
 
 from pgqueue.cli.common import INT_MAX, INT_MIN, JOB_ID_RANGE, DsnOption, app, connect, dsn_for
 from pgqueue.cli.errors import CliError, friendly_errors, note
+from pgqueue.cli.filters import ArgsFilter, JsonOutput, QueueFilter, SinceFilter, TaskFilter, job_filters, parse_status
 from pgqueue.cli.tables import format_table
 from pgqueue.store import admin
 from pgqueue.store.schema import JOB_STATUSES
+from pgqueue.store.statements import JobFilters
 from pgqueue.text import clip
+
+IDS_LISTED = 20  # ids printed in a summary line
 
 
 @app.command()
@@ -67,6 +72,12 @@ def enqueue(
         typer.echo(f"note: task {task!r} was not checked (pass --app to check its name and arguments)", err=True)
 
 
+def id_list(ids: list[int]) -> str:
+    """`1, 2, 3` or, for many, the first IDS_LISTED and how many more (--json lists them all)."""
+    shown = ", ".join(map(str, ids[:IDS_LISTED]))
+    return shown + (f", ... ({len(ids) - IDS_LISTED} more)" if len(ids) > IDS_LISTED else "")
+
+
 def _unchecked_handler(**kwargs: Any) -> None:
     """Stands in for a task the CLI cannot see; never run."""
 
@@ -97,25 +108,42 @@ def _parse_when(text: str) -> datetime:
 @app.command("retry-failed")
 @friendly_errors
 def retry_failed(
-    task: Annotated[str | None, typer.Option(help="Only jobs of this task.")] = None,
-    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only jobs of this queue.")] = None,
+    task: TaskFilter = None,
+    queue: QueueFilter = None,
     job_id: Annotated[
         list[int] | None,
         typer.Option("--id", **JOB_ID_RANGE, help="Only these job ids (repeatable)."),
     ] = None,
+    since: SinceFilter = None,
+    args_contain: ArgsFilter = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be retried.")] = False,
+    as_json: JsonOutput = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Send failed jobs back to pending (attempts reset, error history kept); print how many.
+    """Send failed jobs back to pending (attempts reset, error history kept); print how many, and which.
 
     A job whose dedup key a pending or running job holds stays failed and is listed on stderr with that job's
     id (exit status 1); so are all but the newest of failed jobs sharing a key.
     """
+    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain)
     with connect(dsn) as conn:
-        result = admin.retry_failed(conn, task=task, queue=queue, ids=job_id or None, dry_run=dry_run)
-    typer.echo(f"{len(result.retried)} failed job(s) {'would be retried' if dry_run else 'retried'}")
-    for refusal in result.refused:
-        note(f"{'would not retry' if dry_run else 'not retried'}: {refusal.reason}")
+        result = admin.retry_failed(
+            conn,
+            task=filters.task,
+            queue=filters.queue,
+            ids=job_id or None,
+            dry_run=dry_run,
+            since=filters.since,
+            args=filters.args,
+        )
+    if as_json:
+        refused = [{"id": r.job_id, "reason": r.reason} for r in result.refused]
+        typer.echo(json.dumps({"dry_run": dry_run, "retried": result.retried, "refused": refused}))
+    else:
+        listed = f": {id_list(result.retried)}" if result.retried else ""
+        typer.echo(f"{len(result.retried)} failed job(s) {'would be retried' if dry_run else 'retried'}{listed}")
+        for refusal in result.refused:
+            note(f"{'would not retry' if dry_run else 'not retried'}: {refusal.reason}")
     if not result.complete:
         raise typer.Exit(1)
 
@@ -123,16 +151,50 @@ def retry_failed(
 @app.command()
 @friendly_errors
 def cancel(
-    job_ids: Annotated[list[int], typer.Argument(**JOB_ID_RANGE, help="Ids of the jobs to cancel.")],
+    job_ids: Annotated[
+        list[int] | None, typer.Argument(**JOB_ID_RANGE, help="Ids of the jobs to cancel (or use the filters).")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help="With filters: only pending or only running jobs.")
+    ] = None,
+    task: TaskFilter = None,
+    queue: QueueFilter = None,
+    since: SinceFilter = None,
+    args_contain: ArgsFilter = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel by filter without asking.")] = False,
+    as_json: JsonOutput = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Cancel jobs: pending ones at once; running ones are asked to stop. Never retried."""
+    """Cancel jobs, by id or by filter: pending ones at once; running ones are asked to stop. Never retried.
+
+    By filter (--task, --queue, --since, --args-contain, --status), every pending and running job that matches
+    is cancelled, a batch at a time; it asks first unless --yes.
+    """
+    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain)
+    chosen = parse_status(status, ("pending", "running"))
+    by_filter = filters != JobFilters() or chosen is not None
+    if job_ids and by_filter:
+        raise CliError("give job ids or filters, not both")
+    if not job_ids and not by_filter:
+        raise CliError("give the ids of the jobs to cancel, or filters (--task, --queue, --since, --args-contain)")
     with connect(dsn) as conn:
-        cancelled = admin.cancel(conn, job_ids)
-    missing = sorted(set(job_ids) - set(cancelled))
-    typer.echo(f"cancelled {len(cancelled)} job(s)" + (f": {', '.join(map(str, cancelled))}" if cancelled else ""))
+        if job_ids:
+            cancelled = admin.cancel(conn, job_ids)
+        else:
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise CliError("cancelling by filter: pass --yes to do so without asking")
+                typer.confirm("cancel every pending and running job that matches?", abort=True, err=True)
+            statuses = (chosen,) if chosen else ("pending", "running")
+            cancelled = admin.cancel_matching(conn, filters, statuses=statuses)
+    missing = sorted(set(job_ids or ()) - set(cancelled))
+    if as_json:
+        typer.echo(json.dumps({"cancelled": cancelled, "not_cancelled": missing}))
+    else:
+        typer.echo(f"cancelled {len(cancelled)} job(s)" + (f": {id_list(cancelled)}" if cancelled else ""))
+        if missing:
+            note(f"not cancelled (unknown or already finished): {id_list(missing)}")
     if missing:
-        typer.echo(f"not cancelled (unknown or already finished): {', '.join(map(str, missing))}", err=True)
         raise typer.Exit(1)
 
 

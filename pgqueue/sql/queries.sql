@@ -343,6 +343,8 @@ WITH matching AS (
       AND (%(task)s::text IS NULL OR task = %(task)s::text)
       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
       AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+      AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
+      AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)
     FOR UPDATE
 ),
 decided AS (
