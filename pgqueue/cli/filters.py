@@ -30,6 +30,10 @@ ArgsFilter = Annotated[
     str | None,
     typer.Option("--args-contain", help="Only jobs whose args contain this JSON object, e.g. '{\"order_id\": 42}'."),
 ]
+MetaFilter = Annotated[
+    str | None,
+    typer.Option("--meta-contain", help="Only jobs whose meta contains this JSON object, e.g. '{\"order_id\": 42}'."),
+]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON).")]
 
 
@@ -79,10 +83,18 @@ def _name(option: str, value: str | None) -> str | None:
     return value
 
 
-def job_filters(*, task: str | None, queue: str | None, since: str | None, args_contain: str | None) -> JobFilters:
+def job_filters(
+    *,
+    task: str | None,
+    queue: str | None,
+    since: str | None,
+    args_contain: str | None,
+    meta_contain: str | None = None,
+) -> JobFilters:
     return JobFilters(
         task=_name("--task", task),
         queue=_name("--queue", queue),
         since=parse_window("--since", since) if since is not None else None,
         args=parse_json_object("--args-contain", args_contain) if args_contain is not None else None,
+        meta=parse_json_object("--meta-contain", meta_contain) if meta_contain is not None else None,
     )

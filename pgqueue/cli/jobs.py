@@ -11,7 +11,16 @@ import typer
 
 from pgqueue.cli.common import INT_MAX, INT_MIN, JOB_ID_RANGE, DsnOption, app, connect, dsn_for
 from pgqueue.cli.errors import CliError, friendly_errors, note
-from pgqueue.cli.filters import ArgsFilter, JsonOutput, QueueFilter, SinceFilter, TaskFilter, job_filters, parse_status
+from pgqueue.cli.filters import (
+    ArgsFilter,
+    JsonOutput,
+    MetaFilter,
+    QueueFilter,
+    SinceFilter,
+    TaskFilter,
+    job_filters,
+    parse_status,
+)
 from pgqueue.cli.tables import format_table
 from pgqueue.store import admin
 from pgqueue.store.schema import JOB_STATUSES
@@ -116,6 +125,7 @@ def retry_failed(
     ] = None,
     since: SinceFilter = None,
     args_contain: ArgsFilter = None,
+    meta_contain: MetaFilter = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be retried.")] = False,
     as_json: JsonOutput = False,
     dsn: DsnOption = None,
@@ -125,7 +135,7 @@ def retry_failed(
     A job whose dedup key a pending or running job holds stays failed and is listed on stderr with that job's
     id (exit status 1); so are all but the newest of failed jobs sharing a key.
     """
-    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain)
+    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain, meta_contain=meta_contain)
     with connect(dsn) as conn:
         result = admin.retry_failed(
             conn,
@@ -135,6 +145,7 @@ def retry_failed(
             dry_run=dry_run,
             since=filters.since,
             args=filters.args,
+            meta=filters.meta,
         )
     if as_json:
         refused = [{"id": r.job_id, "reason": r.reason} for r in result.refused]
@@ -161,6 +172,7 @@ def cancel(
     queue: QueueFilter = None,
     since: SinceFilter = None,
     args_contain: ArgsFilter = None,
+    meta_contain: MetaFilter = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel by filter without asking.")] = False,
     as_json: JsonOutput = False,
     dsn: DsnOption = None,
@@ -170,13 +182,13 @@ def cancel(
     By filter (--task, --queue, --since, --args-contain, --status), every pending and running job that matches
     is cancelled, a batch at a time; it asks first unless --yes.
     """
-    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain)
+    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain, meta_contain=meta_contain)
     chosen = parse_status(status, ("pending", "running"))
     by_filter = filters != JobFilters() or chosen is not None
     if job_ids and by_filter:
         raise CliError("give job ids or filters, not both")
     if not job_ids and not by_filter:
-        raise CliError("give the ids of the jobs to cancel, or filters (--task, --queue, --since, --args-contain)")
+        raise CliError("give the ids of the jobs to cancel, or filters (--task, --queue, --since, --args-contain, ...)")
     with connect(dsn) as conn:
         if job_ids:
             cancelled = admin.cancel(conn, job_ids)

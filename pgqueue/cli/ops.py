@@ -18,6 +18,7 @@ from pgqueue.cli.errors import CliError, friendly_errors, note
 from pgqueue.cli.filters import (
     ArgsFilter,
     JsonOutput,
+    MetaFilter,
     QueueFilter,
     SinceFilter,
     TaskFilter,
@@ -61,12 +62,13 @@ def list_jobs(
     queue: QueueFilter = None,
     since: SinceFilter = None,
     args_contain: ArgsFilter = None,
+    meta_contain: MetaFilter = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=MAX_LIMIT, help="Rows at most.")] = 50,
     as_json: JsonOutput = False,
     dsn: DsnOption = None,
 ) -> None:
     """List jobs, newest first, by status, task, queue, age and args."""
-    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain)
+    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain, meta_contain=meta_contain)
     chosen = parse_status(status, JOB_STATUSES)
     with connect(dsn) as conn:
         found = admin.list_jobs(conn, filters, status=chosen, limit=limit, args_clip=JSON_CLIP if as_json else CELL)
@@ -110,6 +112,7 @@ def _listing_json(row: JobListing) -> dict[str, Any]:
         "started_at": iso(row.started_at),
         "finished_at": iso(row.finished_at),
         **_json_value("args", row.args, row.args_length),
+        **_json_value("meta", row.meta, row.meta_length),
         "error": row.error,
     }
 
@@ -152,6 +155,8 @@ def show(
         if value is not None:
             lines.append(f"  {label:<11} {printable(clip(value, 200))}")
     lines.append(f"  args        {_pretty(job.args, job.args_length)}")
+    if job.meta is not None:
+        lines.append(f"  meta        {_pretty(job.meta, job.meta_length)}")
     if job.result is not None:
         lines.append(f"  result      {_pretty(job.result, job.result_length)}")
     if job.error is not None:
@@ -259,6 +264,7 @@ def _report_json(report: admin.JobReport) -> dict[str, Any]:
         "schedule": job.schedule,
         **_json_value("args", job.args, job.args_length),
         **_json_value("result", job.result, job.result_length),
+        **_json_value("meta", job.meta, job.meta_length),
         "error": job.error,
         "error_count": job.error_count,
         "errors": [
@@ -336,6 +342,7 @@ def prune(
     queue: QueueFilter = None,
     since: SinceFilter = None,
     args_contain: ArgsFilter = None,
+    meta_contain: MetaFilter = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before deleting.")] = False,
     batch: Annotated[
         int, typer.Option("--batch", min=1, max=100_000, help="Jobs deleted per transaction.")
@@ -348,7 +355,7 @@ def prune(
     statuses = list(dict.fromkeys(status or ["completed", "cancelled"]))
     for chosen in statuses:
         parse_status(chosen, admin.PRUNABLE_STATUSES)
-    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain)
+    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain, meta_contain=meta_contain)
     with connect(dsn) as conn:
         plan = admin.plan_prune(conn, filters, statuses=statuses, older_than=age)
         if plan.total == 0:

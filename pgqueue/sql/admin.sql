@@ -12,13 +12,14 @@
 SELECT id, left(queue, 200) AS queue, left(task, 200) AS task, status, attempts, max_attempts, priority,
        created_at, run_at, started_at, finished_at,
        left(args::text, %(args_clip)s) AS args, length(args::text) AS args_length,
-       left(error, 500) AS error
+       left(error, 500) AS error, left(meta::text, %(args_clip)s) AS meta, length(meta::text) AS meta_length
 FROM pgqueue.jobs
 WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
   AND (%(task)s::text IS NULL OR task = %(task)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
   AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)
+  AND (%(meta)s::jsonb IS NULL OR meta @> %(meta)s::jsonb)
 ORDER BY id DESC
 LIMIT %(limit)s;
 
@@ -35,7 +36,8 @@ SELECT id, left(queue, %(clip)s) AS queue, left(task, %(clip)s) AS task, status,
        left(args::text, %(clip)s) AS args, length(args::text) AS args_length,
        left(result::text, %(clip)s) AS result, length(result::text) AS result_length,
        left(error, %(clip)s) AS error, length(error) AS error_length,
-       CASE WHEN jsonb_typeof(errors) = 'array' THEN jsonb_array_length(errors) ELSE 0 END AS error_count
+       CASE WHEN jsonb_typeof(errors) = 'array' THEN jsonb_array_length(errors) ELSE 0 END AS error_count,
+       left(meta::text, %(clip)s) AS meta, length(meta::text) AS meta_length
 FROM pgqueue.jobs
 WHERE id = %(id)s::bigint;
 
@@ -77,6 +79,7 @@ WHERE status = %(status)s::text
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
   AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)
+  AND (%(meta)s::jsonb IS NULL OR meta @> %(meta)s::jsonb)
 ORDER BY id
 LIMIT %(limit)s;
 
@@ -94,7 +97,8 @@ WHERE status = %(status)s::text
   AND (%(task)s::text IS NULL OR task = %(task)s::text)
   AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
   AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
-  AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb);
+  AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)
+  AND (%(meta)s::jsonb IS NULL OR meta @> %(meta)s::jsonb);
 
 -- name: admin_prune_batch
 -- One batch of `prune`, its own short transaction. Rows locked right now (a retry under way) are skipped, never
@@ -111,6 +115,7 @@ WHERE id IN (
       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
       AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
       AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)
+  AND (%(meta)s::jsonb IS NULL OR meta @> %(meta)s::jsonb)
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 );

@@ -88,13 +88,14 @@ def retry_failed(
     dry_run: bool = False,
     since: timedelta | None = None,
     args: str | None = None,
+    meta: str | None = None,
 ) -> RetryResult:
     """Failed jobs back to pending (attempts reset, error history kept), but for those whose dedup key is held.
 
     One statement decides and updates; nothing changes with dry_run. Returns the ids retried and the refusals.
     """
     query = statements.retry_failed(
-        task=task, queue_name=queue, ids=_job_ids(ids), dry_run=dry_run, since=since, args=args
+        task=task, queue_name=queue, ids=_job_ids(ids), dry_run=dry_run, since=since, args=args, meta=meta
     )
     for attempt in range(1, _RETRY_ATTEMPTS + 1):
         try:

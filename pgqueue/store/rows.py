@@ -156,6 +156,8 @@ class JobListing(NamedTuple):
     args: str
     args_length: int
     error: str | None
+    meta: str | None
+    meta_length: int | None
 
 
 class JobDetail(NamedTuple):
@@ -184,6 +186,8 @@ class JobDetail(NamedTuple):
     error: str | None
     error_length: int | None
     error_count: int
+    meta: str | None
+    meta_length: int | None
 
 
 class ErrorEntry(NamedTuple):

@@ -48,6 +48,8 @@ CANCEL_CHANNEL = "pgqueue_cancel"
 DEFAULT_MAX_ATTEMPTS = 5
 
 metadata = MetaData(schema=SCHEMA)
+# The documented views over `jobs` (migration 0011, plain SQL: not part of the metadata).
+VIEWS = ("attempts", "task_hours", "stuck_jobs")
 
 # Domains rather than table CHECK constraints: the same rules, but PostgreSQL caches a domain's check per
 # connection instead of preparing table constraints again for every INSERT and UPDATE of a job.
@@ -93,6 +95,7 @@ jobs = Table(
     Column("lease_expires_at", DateTime(timezone=True), comment="when a running job counts as lost"),
     Column("dedup_key", Text, comment="at most one pending or running job per key"),
     Column("schedule", Text, comment="the periodic schedule that produced the job"),
+    Column("meta", JSONB, comment="what the job is about, given at enqueue (order id, tenant)"),  # migration 0011
     # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
     Index(
         "jobs_claim_idx",
@@ -121,6 +124,14 @@ jobs = Table(
     # The dashboard's (migration 0006): failed jobs per queue, and the args containment filter.
     Index("jobs_failed_queue_idx", "queue", "id", postgresql_where=text("status = 'failed'")),
     Index("jobs_args_idx", "args", postgresql_using="gin", postgresql_ops={"args": "jsonb_path_ops"}),
+    # `meta @> '{"order_id": 42}'` (migration 0011); partial: a job without meta adds no entry.
+    Index(
+        "jobs_meta_idx",
+        "meta",
+        postgresql_using="gin",
+        postgresql_ops={"meta": "jsonb_path_ops"},
+        postgresql_where=text("meta IS NOT NULL"),
+    ),
 )
 
 schedules = Table(

@@ -216,9 +216,12 @@ def retry_failed(
     dry_run: bool,
     since: timedelta | None = None,
     args: str | None = None,
+    meta: str | None = None,
 ) -> Query[rows.RetryCandidate]:
-    """`since`: created that recently; `args`: JSON text the args must contain."""
-    params = {"task": task, "queue": queue_name, "ids": ids, "dry_run": dry_run, "since": since, "args": args}
+    """`since`: created that recently; `args`, `meta`: JSON text the args (the meta) must contain."""
+    params = {
+        "task": task, "queue": queue_name, "ids": ids, "dry_run": dry_run, "since": since, "args": args, "meta": meta,
+    }  # fmt: skip
     return Query(QUERIES["retry_failed"], params, rows.RetryCandidate)
 
 
@@ -291,15 +294,17 @@ def _as_tuple(*columns: Any) -> tuple[Any, ...]:
 
 @dataclass(frozen=True)
 class JobFilters:
-    """What the operator commands select jobs by; None: no filter. `args` is JSON text the args must contain."""
+    """What the operator commands select jobs by; None: no filter. `args` and `meta` are JSON text the job's args
+    (its meta) must contain."""
 
     task: str | None = None
     queue: str | None = None
     since: timedelta | None = None  # created at most this long ago
     args: str | None = None
+    meta: str | None = None
 
     def params(self) -> dict[str, Any]:
-        return {"task": self.task, "queue": self.queue, "since": self.since, "args": self.args}
+        return {"task": self.task, "queue": self.queue, "since": self.since, "args": self.args, "meta": self.meta}
 
 
 def list_jobs(filters: JobFilters, *, status: str | None, limit: int, args_clip: int) -> Query[rows.JobListing]:
