@@ -19,6 +19,7 @@ from pgqueue.cli.filters import (
     SinceFilter,
     TaskFilter,
     job_filters,
+    parse_json_object,
     parse_status,
 )
 from pgqueue.cli.tables import format_table
@@ -42,6 +43,9 @@ def enqueue(
     run_at: Annotated[str | None, typer.Option("--run-at", help="Run at this ISO 8601 time (with offset).")] = None,
     priority: Annotated[int | None, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = None,
     max_attempts: Annotated[int | None, typer.Option(min=1, max=INT_MAX, help="Attempts before the job fails.")] = None,
+    meta: Annotated[
+        str | None, typer.Option("--meta", help="What the job is about, a JSON object: '{\"order_id\": 42}'.")
+    ] = None,
     app_spec: Annotated[
         str | None,
         typer.Option("--app", "-a", envvar="PGQUEUE_APP", help="Your Queue's module: checks the task and args."),
@@ -59,6 +63,7 @@ def enqueue(
         raise CliError("--args is nested too deeply") from None
     if not isinstance(parsed_args, dict):
         raise CliError("--args must be a JSON object of keyword arguments, e.g. '{\"order_id\": 42}'")
+    meta_value = json.loads(parse_json_object("--meta", meta)) if meta is not None else None
     delay_value = _parse_delay(delay) if delay is not None else None
     when = _parse_when(run_at) if run_at is not None else None
     if app_spec:
@@ -72,7 +77,14 @@ def enqueue(
     the_queue.dsn = dsn_for(dsn, the_queue.configured_dsn)
     try:
         job_id = the_queue.enqueue(
-            task, parsed_args, queue=queue, delay=delay_value, run_at=when, priority=priority, max_attempts=max_attempts
+            task,
+            parsed_args,
+            queue=queue,
+            delay=delay_value,
+            run_at=when,
+            priority=priority,
+            max_attempts=max_attempts,
+            meta=meta_value,
         )
     finally:
         the_queue.close()

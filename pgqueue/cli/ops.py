@@ -223,7 +223,7 @@ def _timeline(report: admin.JobReport) -> list[tuple[datetime, str]]:
         events.append((job.lease_expires_at, "lease expires"))
     if job.status in ("completed", "failed", "cancelled") and job.finished_at is not None:
         if job.status == "completed" and job.started_at is not None:
-            events.append((job.started_at, f"attempt {job.attempts} started"))
+            events.append((job.started_at, f"attempt {job.attempts} started on {job.worker_id or '?'}"))
         events.append((job.finished_at, job.status))
     return sorted(events, key=lambda event: event[0])
 
