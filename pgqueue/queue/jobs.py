@@ -55,6 +55,7 @@ def job_params(
     args = {} if args is None else args
     if not isinstance(args, dict):
         raise InvalidJobError(f"args of task {definition.name!r} must be a dict of keyword arguments")
+    args = definition.encode_args(args)  # pydantic models and dataclasses: checked, then as JSON
     try:
         args_json = json.dumps(args, allow_nan=False)
     except RecursionError:
