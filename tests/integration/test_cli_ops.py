@@ -422,3 +422,54 @@ def test_unreachable_database_never_shows_the_password(command: list[str]) -> No
     result = run(*command, "--dsn", f"postgresql://user:{PASSWORD}@127.0.0.1:1/db")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert PASSWORD not in result.stderr + result.stdout and result.stderr.startswith("error: ")
+
+
+def _at_a_terminal(args: list[str], dsn: str, answer: bytes) -> str:
+    """Run the CLI with stdin, stdout and stderr on a pseudo-terminal, type `answer`, return all it wrote."""
+    import pty
+    import select
+    import time
+
+    environment = {k: v for k, v in os.environ.items() if k not in ("PGQUEUE_DSN", "DATABASE_URL", "PGQUEUE_APP")}
+    environment |= {"PGQUEUE_DSN": dsn, "COLUMNS": "100", "TERM": "xterm"}
+    leader, follower = pty.openpty()
+    process = subprocess.Popen([PGQUEUE, *args], cwd=ROOT, env=environment, stdin=follower, stdout=follower,
+                               stderr=follower, close_fds=True)  # fmt: skip
+    os.close(follower)
+    written, answered, deadline = b"", False, time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # the other end closed: the process is gone
+                    break
+                if not chunk:
+                    break
+                written += chunk
+            if not answered and b"[y/N]" in written:
+                os.write(leader, answer)
+                answered = True
+            if process.poll() is not None and not ready:
+                break
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        os.close(leader)
+    assert answered, written
+    return written.decode(errors="replace")
+
+
+def test_prune_at_a_terminal_asks_and_shows_progress(dsn: str, db: psycopg.Connection) -> None:
+    for _ in range(5):
+        add_job(db, "completed")
+    db.execute("UPDATE pgqueue.jobs SET finished_at = now() - interval '2 days'")
+    declined = _at_a_terminal(["prune", "--older-than", "1d", "--batch", "2"], dsn, b"n\r")
+    assert "delete 5 job(s) (5 completed) for good? [y/N]" in declined and "error: aborted" in declined
+    assert len(statuses(db)) == 5
+    accepted = _at_a_terminal(["prune", "--older-than", "1d", "--batch", "2"], dsn, b"y\r")
+    assert "pruning" in accepted and "100%" in accepted, accepted  # the bar: more than one batch, at a terminal
+    assert "deleted 5 job(s): 5 completed" in accepted and "Traceback" not in accepted
+    assert statuses(db) == {}
