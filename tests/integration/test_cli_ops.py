@@ -473,3 +473,12 @@ def test_prune_at_a_terminal_asks_and_shows_progress(dsn: str, db: psycopg.Conne
     assert "pruning" in accepted and "100%" in accepted, accepted  # the bar: more than one batch, at a terminal
     assert "deleted 5 job(s): 5 completed" in accepted and "Traceback" not in accepted
     assert statuses(db) == {}
+
+
+def test_show_prints_the_newest_100_of_a_long_history(dsn: str, db: psycopg.Connection) -> None:
+    history = [{"attempt": n, "at": "2026-11-01T10:00:00+00:00", "error": f"E{n}", "counted": True} for n in range(150)]
+    job = add_job(db, "failed", errors=history)
+    out = ok(run("show", str(job), dsn=dsn))
+    assert "error history (newest 100 of 150)" in out
+    assert "attempt 50 (counted)" in out and "attempt 49 (counted)" not in out and "attempt 149 (counted)" in out
+    assert len(json.loads(ok(run("show", str(job), "--json", dsn=dsn)))["errors"]) == 100

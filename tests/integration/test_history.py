@@ -225,3 +225,10 @@ def test_stuck_jobs_lists_expired_leases_and_overdue_jobs(db: psycopg.Connection
         (overdue, "overdue", None, True),
         (paused, "queue paused", None, True),
     ]
+
+
+def test_attempts_of_one_job_is_an_index_lookup(db: psycopg.Connection) -> None:
+    db.execute("INSERT INTO pgqueue.jobs (task, status) SELECT 'bulk', 'completed' FROM generate_series(1, 5000)")
+    db.execute("ANALYZE pgqueue.jobs")
+    plan = "\n".join(row[0] for row in db.execute("EXPLAIN SELECT * FROM pgqueue.attempts WHERE job_id = 42"))
+    assert plan.count("Index Scan using jobs_pkey") == 2 and "Seq Scan" not in plan, plan
