@@ -37,6 +37,8 @@ MAX_LIMIT = 10_000  # rows `pgqueue jobs` lists at most
 CELL = 60  # characters of args and errors in a table cell
 SHOW_CLIP = 10_000  # characters of each text `pgqueue show` prints (args, result, error, traceback)
 JSON_CLIP = 1_000_000  # the same with --json: scripts get whole values, up to a bound
+# args and meta of each row of `pgqueue jobs --json`: 10,000 rows of hand-written megabytes must not make gigabytes
+LIST_JSON_CLIP = 10_000
 ERRORS_SHOWN = 100  # the newest entries of the error history `pgqueue show` prints
 
 
@@ -71,7 +73,9 @@ def list_jobs(
     filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain, meta_contain=meta_contain)
     chosen = parse_status(status, JOB_STATUSES)
     with connect(dsn) as conn:
-        found = admin.list_jobs(conn, filters, status=chosen, limit=limit, args_clip=JSON_CLIP if as_json else CELL)
+        found = admin.list_jobs(
+            conn, filters, status=chosen, limit=limit, args_clip=LIST_JSON_CLIP if as_json else CELL
+        )
     if as_json:
         typer.echo(json.dumps([_listing_json(row) for row in found], indent=2))
         return
@@ -118,7 +122,8 @@ def _listing_json(row: JobListing) -> dict[str, Any]:
 
 
 def _json_value(name: str, text: str | None, length: int | None) -> dict[str, Any]:
-    """A JSON column for --json output: parsed, or (cut at JSON_CLIP) its text and `<name>_clipped`."""
+    """A JSON column for --json output: parsed, or (cut by the statement) its text and `<name>_clipped`, the
+    number of characters cut."""
     if text is None:
         return {name: None}
     if length is not None and length > len(text):

@@ -120,6 +120,8 @@ def test_jobs_table_escapes_control_characters_and_clips_huge_args(dsn: str, db:
     assert ESC not in out and "\x07" not in out and "\u202e" not in out
     assert "in\\x1b[2Jvoice\\u202e" in out and "line one\\x1b[31m" in out and "line two" not in out
     assert str(evil) in out and len(out) < 5_000  # a megabyte of args costs the table a cell
+    (listed,) = json.loads(ok(run("jobs", "--json", dsn=dsn)))  # scripts get 10,000 characters, marked as cut
+    assert len(listed["args"]) == 10_000 and listed["args_clipped"] > 990_000
     # The limit is honoured and said on stderr when reached.
     for _ in range(3):
         add_job(db)
