@@ -1,8 +1,8 @@
 """The `pgqueue` command: thin Typer layer over the library; one-line errors, exit 0 ok, 1 failure, 2 usage.
 
 One module per group of commands: migrate (migrate, grant), work, jobs (enqueue, retry-failed, cancel,
-status), queues (queues, queues limit/pause/resume), cron (cron next, cron list), dashboard,
-demo. They register on the app of cli/common.py.
+status), queues (queues, queues limit/pause/resume), ops (jobs, show, retry, prune), cron (cron next,
+cron list), dashboard, demo. They register on the app of cli/common.py.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import sys
 
 import typer
 
-from pgqueue.cli import cron, dashboard, demo, jobs, migrate, queues, work
+from pgqueue.cli import cron, dashboard, demo, jobs, migrate, ops, queues, work
 from pgqueue.cli.common import app
 from pgqueue.cli.errors import describe_error, safe
 
-__all__ = ["app", "cron", "dashboard", "demo", "jobs", "main", "migrate", "queues", "work"]
+__all__ = ["app", "cron", "dashboard", "demo", "jobs", "main", "migrate", "ops", "queues", "work"]
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -11,10 +12,24 @@ import typer
 
 from pgqueue.cli.common import INT_MAX, INT_MIN, JOB_ID_RANGE, DsnOption, app, connect, dsn_for
 from pgqueue.cli.errors import CliError, fail, friendly_errors, note
+from pgqueue.cli.filters import (
+    ArgsFilter,
+    JsonOutput,
+    MetaFilter,
+    QueueFilter,
+    SinceFilter,
+    TaskFilter,
+    job_filters,
+    parse_json_object,
+    parse_status,
+)
 from pgqueue.cli.tables import format_table
 from pgqueue.store import admin
 from pgqueue.store.schema import JOB_STATUSES
+from pgqueue.store.statements import JobFilters
 from pgqueue.text import clip
+
+IDS_LISTED = 20  # ids printed in a summary line
 
 
 @app.command()
@@ -29,6 +44,9 @@ def enqueue(
     run_at: Annotated[str | None, typer.Option("--run-at", help="Run at this ISO 8601 time (with offset).")] = None,
     priority: Annotated[int | None, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = None,
     max_attempts: Annotated[int | None, typer.Option(min=1, max=INT_MAX, help="Attempts before the job fails.")] = None,
+    meta: Annotated[
+        str | None, typer.Option("--meta", help="What the job is about, a JSON object: '{\"order_id\": 42}'.")
+    ] = None,
     app_spec: Annotated[
         str | None,
         typer.Option("--app", "-a", envvar="PGQUEUE_APP", help="Your Queue's module: checks the task and args."),
@@ -46,6 +64,7 @@ def enqueue(
         raise CliError("--args is nested too deeply") from None
     if not isinstance(parsed_args, dict):
         raise CliError("--args must be a JSON object of keyword arguments, e.g. '{\"order_id\": 42}'")
+    meta_value = json.loads(parse_json_object("--meta", meta)) if meta is not None else None
     delay_value = _parse_delay(delay) if delay is not None else None
     when = _parse_when(run_at) if run_at is not None else None
     if app_spec:
@@ -59,13 +78,26 @@ def enqueue(
     the_queue.dsn = dsn_for(dsn, the_queue.configured_dsn)
     try:
         job_id = the_queue.enqueue(
-            task, parsed_args, queue=queue, delay=delay_value, run_at=when, priority=priority, max_attempts=max_attempts
+            task,
+            parsed_args,
+            queue=queue,
+            delay=delay_value,
+            run_at=when,
+            priority=priority,
+            max_attempts=max_attempts,
+            meta=meta_value,
         )
     finally:
         the_queue.close()
     typer.echo(job_id)
     if not app_spec:
         typer.echo(f"note: task {task!r} was not checked (pass --app to check its name and arguments)", err=True)
+
+
+def id_list(ids: list[int]) -> str:
+    """`1, 2, 3` or, for many, the first IDS_LISTED and how many more (--json lists them all)."""
+    shown = ", ".join(map(str, ids[:IDS_LISTED]))
+    return shown + (f", ... ({len(ids) - IDS_LISTED} more)" if len(ids) > IDS_LISTED else "")
 
 
 def _unchecked_handler(**kwargs: Any) -> None:
@@ -98,25 +130,44 @@ def _parse_when(text: str) -> datetime:
 @app.command("retry-failed")
 @friendly_errors
 def retry_failed(
-    task: Annotated[str | None, typer.Option(help="Only jobs of this task.")] = None,
-    queue: Annotated[str | None, typer.Option("--queue", "-q", help="Only jobs of this queue.")] = None,
+    task: TaskFilter = None,
+    queue: QueueFilter = None,
     job_id: Annotated[
         list[int] | None,
         typer.Option("--id", **JOB_ID_RANGE, help="Only these job ids (repeatable)."),
     ] = None,
+    since: SinceFilter = None,
+    args_contain: ArgsFilter = None,
+    meta_contain: MetaFilter = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only say what would be retried.")] = False,
+    as_json: JsonOutput = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Send failed jobs back to pending (attempts reset, error history kept); print how many.
+    """Send failed jobs back to pending (attempts reset, error history kept); print how many, and which.
 
     A job whose dedup key a pending or running job holds stays failed and is listed on stderr with that job's
     id (exit status 1); so are all but the newest of failed jobs sharing a key.
     """
+    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain, meta_contain=meta_contain)
     with connect(dsn) as conn:
-        result = admin.retry_failed(conn, task=task, queue=queue, ids=job_id or None, dry_run=dry_run)
-    typer.echo(f"{len(result.retried)} failed job(s) {'would be retried' if dry_run else 'retried'}")
-    for refusal in result.refused:
-        note(f"{'would not retry' if dry_run else 'not retried'}: {refusal.reason}")
+        result = admin.retry_failed(
+            conn,
+            task=filters.task,
+            queue=filters.queue,
+            ids=job_id or None,
+            dry_run=dry_run,
+            since=filters.since,
+            args=filters.args,
+            meta=filters.meta,
+        )
+    if as_json:
+        refused = [{"id": r.job_id, "reason": r.reason} for r in result.refused]
+        typer.echo(json.dumps({"dry_run": dry_run, "retried": result.retried, "refused": refused}))
+    else:
+        listed = f": {id_list(result.retried)}" if result.retried else ""
+        typer.echo(f"{len(result.retried)} failed job(s) {'would be retried' if dry_run else 'retried'}{listed}")
+        for refusal in result.refused:
+            note(f"{'would not retry' if dry_run else 'not retried'}: {refusal.reason}")
     if not result.complete:
         raise typer.Exit(1)
 
@@ -124,16 +175,51 @@ def retry_failed(
 @app.command()
 @friendly_errors
 def cancel(
-    job_ids: Annotated[list[int], typer.Argument(**JOB_ID_RANGE, help="Ids of the jobs to cancel.")],
+    job_ids: Annotated[
+        list[int] | None, typer.Argument(**JOB_ID_RANGE, help="Ids of the jobs to cancel (or use the filters).")
+    ] = None,
+    status: Annotated[
+        str | None, typer.Option("--status", "-s", help="With filters: only pending or only running jobs.")
+    ] = None,
+    task: TaskFilter = None,
+    queue: QueueFilter = None,
+    since: SinceFilter = None,
+    args_contain: ArgsFilter = None,
+    meta_contain: MetaFilter = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Cancel by filter without asking.")] = False,
+    as_json: JsonOutput = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Cancel jobs: pending ones at once; running ones are asked to stop. Never retried."""
+    """Cancel jobs, by id or by filter: pending ones at once; running ones are asked to stop. Never retried.
+
+    By filter (--task, --queue, --since, --args-contain, --status), every pending and running job that matches
+    is cancelled, a batch at a time; it asks first unless --yes.
+    """
+    filters = job_filters(task=task, queue=queue, since=since, args_contain=args_contain, meta_contain=meta_contain)
+    chosen = parse_status(status, ("pending", "running"))
+    by_filter = filters != JobFilters() or chosen is not None
+    if job_ids and by_filter:
+        raise CliError("give job ids or filters, not both")
+    if not job_ids and not by_filter:
+        raise CliError("give the ids of the jobs to cancel, or filters (--task, --queue, --since, --args-contain, ...)")
     with connect(dsn) as conn:
-        cancelled = admin.cancel(conn, job_ids)
-    missing = sorted(set(job_ids) - set(cancelled))
-    typer.echo(f"cancelled {len(cancelled)} job(s)" + (f": {', '.join(map(str, cancelled))}" if cancelled else ""))
+        if job_ids:
+            cancelled = admin.cancel(conn, job_ids)
+        else:
+            if not yes:
+                if not sys.stdin.isatty():
+                    raise CliError("cancelling by filter: pass --yes to do so without asking")
+                typer.confirm("cancel every pending and running job that matches?", abort=True, err=True)
+            statuses = (chosen,) if chosen else ("pending", "running")
+            cancelled = admin.cancel_matching(conn, filters, statuses=statuses)
+    missing = sorted(set(job_ids or ()) - set(cancelled))
+    if as_json:
+        typer.echo(json.dumps({"cancelled": cancelled, "not_cancelled": missing}))
+    else:
+        typer.echo(f"cancelled {len(cancelled)} job(s)" + (f": {id_list(cancelled)}" if cancelled else ""))
+        if missing:
+            note(f"not cancelled (unknown or already finished): {id_list(missing)}")
     if missing:
-        typer.echo(f"not cancelled (unknown or already finished): {', '.join(map(str, missing))}", err=True)
         raise typer.Exit(1)
 
 

@@ -17,8 +17,10 @@ MAX_ARGS_NESTING = 256
 # From this many jobs on, a batch is written with COPY (about 3x quicker on the server than INSERT from
 # arrays, measured at 50,000) after reserving its ids; smaller ones are one INSERT, one round trip.
 COPY_AT_LEAST = 500
-COPY_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts")
-BATCH_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "run_ats", "delays")
+COPY_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "metas")
+BATCH_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "run_ats", "delays", "metas")
+# A job's meta says what it is about (an order id, a tenant): small by nature, and indexed.
+MAX_META_BYTES = 8_192
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class JobSpec:
     run_at: datetime | None = None
     priority: int | None = None
     max_attempts: int | None = None
+    meta: dict[str, Any] | None = None
 
 
 def job_params(
@@ -49,11 +52,13 @@ def job_params(
     unique_for: timedelta | float | None = None,
     debounce: timedelta | float | None = None,
     debounce_max_wait: timedelta | float | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate one job of task `definition` and return the bound parameters of `insert_job`."""
     args = {} if args is None else args
     if not isinstance(args, dict):
         raise InvalidJobError(f"args of task {definition.name!r} must be a dict of keyword arguments")
+    args = definition.encode_args(args)  # pydantic models and dataclasses: checked, then as JSON
     try:
         args_json = json.dumps(args, allow_nan=False)
     except RecursionError:
@@ -91,6 +96,7 @@ def job_params(
         "dedup_key": dedup_key,
         "schedule": schedule,
         **uniqueness,
+        "meta": meta_json(definition.name, meta),
     }
 
 
@@ -163,6 +169,7 @@ def batch_columns(jobs: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
         columns["max_attempts"].append(one["max_attempts"])
         columns["run_ats"].append(one["run_at"])
         columns["delays"].append(one["delay"])
+        columns["metas"].append(one["meta"])
     return columns
 
 
@@ -178,6 +185,28 @@ def copyable(columns: dict[str, list[Any]]) -> bool:
 def copy_rows(ids: list[int], columns: dict[str, list[Any]]) -> Iterable[tuple[Any, ...]]:
     """The rows COPY writes: each reserved id with its job's columns."""
     return zip(ids, *(columns[column] for column in COPY_COLUMNS), strict=True)
+
+
+def meta_json(task_name: str, meta: dict[str, Any] | None) -> str | None:
+    """A job's meta as JSON text (None for none): a dict, JSON-serialisable, no NUL, at most MAX_META_BYTES."""
+    if meta is None:
+        return None
+    if not isinstance(meta, dict):
+        raise InvalidJobError(f"meta of task {task_name!r} must be a dict, e.g. {{'order_id': 42}}")
+    try:
+        text = json.dumps(meta, allow_nan=False)
+    except RecursionError:
+        raise InvalidJobError(f"meta of task {task_name!r} is nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError(f"meta of task {task_name!r} is not JSON-serialisable: {exc}") from None
+    if len(text.encode()) > MAX_META_BYTES:
+        raise InvalidJobError(
+            f"meta of task {task_name!r} is too big ({len(text.encode())} bytes, at most {MAX_META_BYTES}): "
+            "keep it to what the job is about and put the rest in args"
+        )
+    if "\\u0000" in text:  # jsonb has no NUL character
+        raise InvalidJobError(f"meta of task {task_name!r} contains a NUL character, which jsonb cannot hold")
+    return text
 
 
 def _nesting(value: Any) -> int:

@@ -218,6 +218,7 @@ class Queue:
         unique_for: timedelta | float | None = None,
         debounce: timedelta | float | None = None,
         debounce_max_wait: timedelta | float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Validate one job and return the bound parameters of `insert_job`; raises before any I/O."""
         return jobs.job_params(
@@ -234,6 +235,7 @@ class Queue:
             unique_for=unique_for,
             debounce=debounce,
             debounce_max_wait=debounce_max_wait,
+            meta=meta,
         )
 
     def enqueue(
@@ -251,6 +253,7 @@ class Queue:
         unique_for: timedelta | float | None = None,
         debounce: timedelta | float | None = None,
         debounce_max_wait: timedelta | float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> int:
         """Insert one job and return its id.
 
@@ -261,10 +264,13 @@ class Queue:
         with that key completed less than that long ago. With `debounce`, a pending job with that key is
         updated in place (these args; run_at pushed to now + debounce, but at most `debounce_max_wait`,
         default 10 x debounce, after its first enqueue) and its id returned.
+        `meta` (a small dict: an order id, a tenant) is stored with the job and indexed, so that
+        `WHERE meta @> '{"order_id": 42}'` finds an order's jobs whatever their args.
         """
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
             dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
+            meta=meta,
         )  # fmt: skip
         return self._database.run(_insert_one(params), connection)
 
@@ -283,11 +289,13 @@ class Queue:
         unique_for: timedelta | float | None = None,
         debounce: timedelta | float | None = None,
         debounce_max_wait: timedelta | float | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> int:
         """`enqueue` for asyncio code: psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession."""
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
             dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
+            meta=meta,
         )  # fmt: skip
         return await self._database.run_async(_insert_one(params), connection)
 
@@ -310,7 +318,7 @@ class Queue:
             return jobs.job_params(
                 self.get_task(spec.task), spec.args, default_max_attempts=self.default_max_attempts,
                 queue_name=spec.queue, delay=spec.delay, run_at=spec.run_at, priority=spec.priority,
-                max_attempts=spec.max_attempts,
+                max_attempts=spec.max_attempts, meta=spec.meta,
             )  # fmt: skip
 
         return jobs.batch_columns(map(params, specs))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pgqueue.errors import InvalidJobError
+from pgqueue.queue import typed
 from pgqueue.queue.limits import Limit
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
 
@@ -40,6 +41,8 @@ class Task:
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.fn)
         self.signature = inspect.signature(self.fn)
+        # Parameters annotated with a pydantic model or a dataclass: checked at enqueue, rebuilt at run.
+        self.typed = typed.converters(self.fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -62,6 +65,25 @@ class Task:
     def retries(self, exc: BaseException) -> bool:
         """Whether an attempt that raised `exc` may be retried (attempts permitting), by `retry_on`."""
         return self.retry_on is None or isinstance(exc, self.retry_on)
+
+    def encode_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`args` with its typed values checked and made JSON-ready; raises InvalidJobError naming what is wrong."""
+        if not self.typed:
+            return args
+        try:
+            return typed.encode_args(self.typed, args)
+        except typed.ArgumentTypeError as exc:
+            raise InvalidJobError(f"arguments do not fit the types of task {self.name!r}: {exc}") from None
+
+    def decode_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A job's args as the handler takes them: typed values rebuilt (models validated again: the row may have
+        been written by hand, or by an older version of the model); raises InvalidJobError."""
+        if not self.typed:
+            return args
+        try:
+            return typed.decode_args(self.typed, args)
+        except typed.ArgumentTypeError as exc:
+            raise InvalidJobError(f"arguments do not fit the types of task {self.name!r}: {exc}") from None
 
     def enqueue(self, args: dict[str, Any] | None = None, **options: Any) -> int:
         """Queue a job for this task; options as for `Queue.enqueue`."""

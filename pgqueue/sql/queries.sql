@@ -3,11 +3,11 @@
 
 -- name: insert_job
 -- One job. run_at is computed by the server so that worker and web clocks need not agree.
-INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta)
 VALUES (
     %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
     COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
-    %(dedup_key)s, %(schedule)s
+    %(dedup_key)s, %(schedule)s, %(meta)s::jsonb
 )
 RETURNING id;
 
@@ -15,11 +15,11 @@ RETURNING id;
 -- One job unless a pending or running job has the same dedup key; either way the id comes back. A
 -- concurrent insert of the same key waits for the other transaction and then yields to its job.
 WITH inserted AS (
-    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta)
     VALUES (
         %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
         COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
-        %(dedup_key)s, %(schedule)s
+        %(dedup_key)s, %(schedule)s, %(meta)s::jsonb
     )
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running', 'held') DO NOTHING
     RETURNING id
@@ -42,18 +42,18 @@ WITH recent AS (
     LIMIT 1
 ),
 inserted AS (
-    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta)
     SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
            COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
-           %(dedup_key)s, %(schedule)s
+           %(dedup_key)s, %(schedule)s, %(meta)s::jsonb
     WHERE NOT EXISTS (SELECT FROM recent)
-    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
+    ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running', 'held') DO NOTHING
     RETURNING id
 )
 SELECT id FROM inserted
 UNION ALL
 (SELECT id FROM pgqueue.jobs
- WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running') AND NOT EXISTS (SELECT FROM inserted)
+ WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running', 'held') AND NOT EXISTS (SELECT FROM inserted)
  LIMIT 1)
 UNION ALL
 SELECT id FROM recent
@@ -65,14 +65,15 @@ LIMIT 1;
 -- enqueue's created_at + max_wait, so that a steady stream of enqueues cannot put the job off for ever.
 -- ON CONFLICT DO UPDATE is atomic: concurrent enqueues of one key serialise on its row and none is lost. A
 -- running job does not hold the key, so a change that arrives while it runs gets a run of its own.
-INSERT INTO pgqueue.jobs AS job (queue, task, args, priority, max_attempts, run_at, debounce_key, schedule)
+INSERT INTO pgqueue.jobs AS job (queue, task, args, priority, max_attempts, run_at, debounce_key, schedule, meta)
 VALUES (
     %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
     now() + least(%(debounce)s::interval, %(debounce_max_wait)s::interval),
-    %(dedup_key)s, %(schedule)s
+    %(dedup_key)s, %(schedule)s, %(meta)s::jsonb
 )
 ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' DO UPDATE
 SET args = %(args)s::jsonb,  -- the parameter, not excluded.args: reading that takes SELECT on args (app role)
+    meta = %(meta)s::jsonb,
     run_at = greatest(
         job.run_at,
         least(now() + %(debounce)s::interval, job.created_at + %(debounce_max_wait)s::interval)
@@ -81,12 +82,12 @@ RETURNING job.id;
 
 -- name: insert_jobs
 -- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned).
-INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at)
-SELECT queue, task, args, priority, max_attempts, COALESCE(run_at, now() + delay)
+INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, meta)
+SELECT queue, task, args, priority, max_attempts, COALESCE(run_at, now() + delay), meta
 FROM unnest(
     %(queues)s::text[], %(tasks)s::text[], %(args)s::jsonb[], %(priorities)s::int[],
-    %(max_attempts)s::int[], %(run_ats)s::timestamptz[], %(delays)s::interval[]
-) AS batch(queue, task, args, priority, max_attempts, run_at, delay)
+    %(max_attempts)s::int[], %(run_ats)s::timestamptz[], %(delays)s::interval[], %(metas)s::jsonb[]
+) AS batch(queue, task, args, priority, max_attempts, run_at, delay, meta)
 RETURNING id;
 
 -- name: reserve_job_ids
@@ -97,7 +98,7 @@ SELECT id FROM pgqueue.reserve_job_ids(%(count)s::int) AS id;
 -- name: copy_jobs
 -- The batch itself; run_at, status and created_at take their defaults (now(): the transaction's start),
 -- and the statement-level trigger notifies the workers as for an INSERT.
-COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts) FROM STDIN;
+COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta) FROM STDIN;
 
 -- name: claim
 -- Claim up to `limit` runnable jobs of any queue. SKIP LOCKED lets workers claim side by side;
@@ -472,6 +473,9 @@ WITH matching AS (
       AND (%(task)s::text IS NULL OR task = %(task)s::text)
       AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
       AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+      AND (%(since)s::interval IS NULL OR created_at >= now() - %(since)s::interval)
+      AND (%(args)s::jsonb IS NULL OR args @> %(args)s::jsonb)
+      AND (%(meta)s::jsonb IS NULL OR meta @> %(meta)s::jsonb)
     FOR UPDATE
 ),
 decided AS (

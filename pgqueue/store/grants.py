@@ -10,7 +10,8 @@ Three roles, each with only what its statements need:
   It inserts jobs and reads a job's id, status and dedup key; it cannot change or delete a job, read another
   job's arguments, or touch schedules.
 - the **worker role** runs `pgqueue work`: claims, completions, failures, rescues, pruning, the registry of
-  workers, cron schedules and their fires; the operator commands (`retry-failed`, `cancel`, `status`) need no more.
+  workers, cron schedules and their fires; the operator commands (`jobs`, `show`, `retry`, `retry-failed`,
+  `cancel`, `prune`, `status`) need no more; it may read the history views (`attempts`, `task_hours`, `stuck_jobs`).
 
 LISTEN and NOTIFY need no privilege; `pgqueue.reserve_job_ids` (ids of COPY batches and cron fires, migration
 0005) runs as its owner, so no role needs USAGE on the id sequence. CONNECT on the database is PUBLIC's unless
@@ -32,7 +33,7 @@ from psycopg import sql
 
 from pgqueue.store.rows import Granted
 from pgqueue.store.run import first
-from pgqueue.store.schema import SCHEMA
+from pgqueue.store.schema import SCHEMA, VIEWS
 from pgqueue.store.statements import Query
 
 
@@ -89,8 +90,8 @@ APP_GRANTS: tuple[Grant, ...] = (
         "jobs",
         columns=("id", "status", "dedup_key", "finished_at", "debounce_key", "created_at", "run_at", "result", "error"),
     ),
-    # Debounce updates the pending job of its key in place: new args, run_at pushed.
-    Grant(("UPDATE",), "TABLE", "jobs", columns=("args", "run_at")),
+    # Debounce updates the pending job of its key in place: new args and meta, run_at pushed.
+    Grant(("UPDATE",), "TABLE", "jobs", columns=("args", "run_at", "meta")),
     *_IDS_AND_VERSION,
 )
 
@@ -110,6 +111,9 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     Grant(("EXECUTE",), "FUNCTION", "job_limit_keys", argument_types=("bigint[]",)),
     Grant(("EXECUTE",), "FUNCTION", "limit_of", argument_types=("text",)),
     *_IDS_AND_VERSION,
+    # The history views (migration 0011), for the operators who run as this role; they show args and errors,
+    # so the application role does not get them.
+    *(Grant(("SELECT",), "TABLE", view) for view in VIEWS),
 )
 
 

@@ -223,3 +223,69 @@ class OrderId(NamedTuple):
 
 class Count(NamedTuple):
     count: int
+
+
+class JobListing(NamedTuple):
+    """A row of `pgqueue jobs`: texts clipped by the statement (`args_length` is the args' full length)."""
+
+    id: int
+    queue: str
+    task: str
+    status: str
+    attempts: int
+    max_attempts: int
+    priority: int
+    created_at: datetime
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    args: str
+    args_length: int
+    error: str | None
+    meta: str | None
+    meta_length: int | None
+
+
+class JobDetail(NamedTuple):
+    """One job for `pgqueue show`: texts clipped by the statement, with the full lengths of the long ones."""
+
+    id: int
+    queue: str
+    task: str
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    run_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    now: datetime
+    worker_id: str | None
+    dedup_key: str | None
+    schedule: str | None
+    args: str
+    args_length: int
+    result: str | None
+    result_length: int | None
+    error: str | None
+    error_length: int | None
+    error_count: int
+    meta: str | None
+    meta_length: int | None
+
+
+class ErrorEntry(NamedTuple):
+    """One entry of a job's error history; `kind` is its JSON type, `raw` its text when it is not an object."""
+
+    ordinal: int
+    kind: str
+    attempt: str | None
+    started_at: str | None
+    at: str | None
+    error: str | None
+    traceback: str | None
+    worker: str | None
+    counted: str | None
+    raw: str | None

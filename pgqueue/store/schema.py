@@ -55,9 +55,11 @@ DEFAULT_MAX_ATTEMPTS = 5
 # The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
 # behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
 # as migrations only add what older code does not read.
-REVISION = "0009"
+REVISION = "0011"
 
 metadata = MetaData(schema=SCHEMA)
+# The documented views over `jobs` (migration 0011, plain SQL: not part of the metadata).
+VIEWS = ("attempts", "task_hours", "stuck_jobs")
 
 # Domains rather than table CHECK constraints: the same rules, but PostgreSQL caches a domain's check per
 # connection instead of preparing table constraints again for every INSERT and UPDATE of a job.
@@ -107,6 +109,7 @@ jobs = Table(
     Column("held_by", Text, comment="the full limit key that holds the job back"),
     Column("snoozes", Integer, nullable=False, server_default="0", comment="times its handler snoozed"),
     Column("debounce_key", Text, comment="at most one pending job per key; a later enqueue updates it"),
+    Column("meta", JSONB, comment="what the job is about, given at enqueue (order id, tenant)"),  # migration 0011
     # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
     Index(
         "jobs_claim_idx",
@@ -156,6 +159,14 @@ jobs = Table(
         "dedup_key",
         "finished_at",
         postgresql_where=text("dedup_key IS NOT NULL AND status = 'completed'"),
+    ),
+    # `meta @> '{"order_id": 42}'` (migration 0011); partial: a job without meta adds no entry.
+    Index(
+        "jobs_meta_idx",
+        "meta",
+        postgresql_using="gin",
+        postgresql_ops={"meta": "jsonb_path_ops"},
+        postgresql_where=text("meta IS NOT NULL"),
     ),
 )
 

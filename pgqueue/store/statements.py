@@ -276,9 +276,19 @@ def prune_workers(*, keep: timedelta, batch: int) -> Command:
 
 
 def retry_failed(
-    *, task: str | None, queue_name: str | None, ids: list[int] | None, dry_run: bool
+    *,
+    task: str | None,
+    queue_name: str | None,
+    ids: list[int] | None,
+    dry_run: bool,
+    since: timedelta | None = None,
+    args: str | None = None,
+    meta: str | None = None,
 ) -> Query[rows.RetryCandidate]:
-    params = {"task": task, "queue": queue_name, "ids": ids, "dry_run": dry_run}
+    """`since`: created that recently; `args`, `meta`: JSON text the args (the meta) must contain."""
+    params = {
+        "task": task, "queue": queue_name, "ids": ids, "dry_run": dry_run, "since": since, "args": args, "meta": meta,
+    }  # fmt: skip
     return Query(QUERIES["retry_failed"], params, rows.RetryCandidate)
 
 
@@ -401,3 +411,57 @@ def demo_history(order_id: int) -> Query[tuple[Any, ...]]:
 
 def _as_tuple(*columns: Any) -> tuple[Any, ...]:
     return columns
+
+
+# -- the operator commands (`pgqueue jobs`, `show`, `cancel`, `prune`: pgqueue/sql/admin.sql) -----------------
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    """What the operator commands select jobs by; None: no filter. `args` and `meta` are JSON text the job's args
+    (its meta) must contain."""
+
+    task: str | None = None
+    queue: str | None = None
+    since: timedelta | None = None  # created at most this long ago
+    args: str | None = None
+    meta: str | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"task": self.task, "queue": self.queue, "since": self.since, "args": self.args, "meta": self.meta}
+
+
+def list_jobs(filters: JobFilters, *, status: str | None, limit: int, args_clip: int) -> Query[rows.JobListing]:
+    params = {**filters.params(), "status": status, "limit": limit, "args_clip": args_clip}
+    return Query(QUERIES["admin_jobs"], params, rows.JobListing)
+
+
+def read_only_snapshot() -> Command:
+    return Command(QUERIES["admin_read_only_snapshot"])
+
+
+def job_detail(job_id: int, *, clip: int) -> Query[rows.JobDetail]:
+    return Query(QUERIES["admin_job"], {"id": job_id, "clip": clip}, rows.JobDetail)
+
+
+def job_errors(job_id: int, *, clip: int, limit: int) -> Query[rows.ErrorEntry]:
+    return Query(QUERIES["admin_job_errors"], {"id": job_id, "clip": clip, "limit": limit}, rows.ErrorEntry)
+
+
+def max_job_id() -> Query[int]:
+    return Query(QUERIES["admin_max_job_id"], None, int)
+
+
+def matching_ids(filters: JobFilters, *, status: str, max_id: int, after_id: int | None, limit: int) -> Query[int]:
+    params = {**filters.params(), "status": status, "max_id": max_id, "after_id": after_id, "limit": limit}
+    return Query(QUERIES["admin_matching_ids"], params, int)
+
+
+def count_prunable(filters: JobFilters, *, status: str, older_than: timedelta, max_id: int) -> Query[rows.Count]:
+    params = {**filters.params(), "status": status, "older_than": older_than, "max_id": max_id}
+    return Query(QUERIES["admin_count_prunable"], params, rows.Count)
+
+
+def prune_batch(filters: JobFilters, *, status: str, older_than: timedelta, max_id: int, batch: int) -> Command:
+    params = {**filters.params(), "status": status, "older_than": older_than, "max_id": max_id, "batch": batch}
+    return Command(QUERIES["admin_prune_batch"], params)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pgqueue.errors import Discard, Snooze, snooze_seconds
+from pgqueue.errors import Discard, InvalidJobError, Snooze, snooze_seconds
 from pgqueue.queue.tasks import Task
 from pgqueue.text import clip
 
@@ -156,6 +156,11 @@ async def run_handler(task: Task | None, name: str, args: Any, context: JobConte
         except TypeError as exc:
             error = clip(f"arguments do not fit task {name!r}: {exc}", ERROR_LIMIT)
             return Outcome(ok=False, error=_storable(error), permanent=True)
+    if task.typed:  # parameters typed with a pydantic model or a dataclass get instances, checked again
+        try:
+            args = task.decode_args(args)
+        except InvalidJobError as exc:
+            return Outcome(ok=False, error=_storable(clip(str(exc), ERROR_LIMIT)), permanent=True)
 
     _current_job.set(context)
     # Awaited inline under asyncio.timeout, not via wait_for: on Python 3.11 wait_for runs a coroutine in a

@@ -122,10 +122,11 @@ def test_work_burst_status_and_retry_failed(dsn: str, db: psycopg.Connection) ->
     text = run("status", dsn=dsn).stdout
     assert "completed" in text and " 20 " in text
 
+    (failed_id,) = db.execute("SELECT id FROM pgqueue.jobs WHERE status = 'failed'").fetchone()
     dry = run("retry-failed", "--dry-run", dsn=dsn)
-    assert dry.returncode == 0 and dry.stdout.strip() == "1 failed job(s) would be retried"
+    assert dry.returncode == 0 and dry.stdout.strip() == f"1 failed job(s) would be retried: {failed_id}"
     done = run("retry-failed", "--task", "always_fails", dsn=dsn)
-    assert done.returncode == 0 and done.stdout.strip() == "1 failed job(s) retried"
+    assert done.returncode == 0 and done.stdout.strip() == f"1 failed job(s) retried: {failed_id}"
     assert db.execute(
         "SELECT status, attempts, jsonb_array_length(errors) FROM pgqueue.jobs WHERE task = 'always_fails'"
     ).fetchone() == ("pending", 0, 2)

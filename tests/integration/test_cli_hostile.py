@@ -97,7 +97,7 @@ def test_retry_failed_skips_a_job_whose_dedup_key_is_held(dsn: str, db: psycopg.
     dry = run("retry-failed", "--dry-run", dsn=dsn)
     assert "Traceback" not in dry.stderr
     assert dry.returncode == 1, dry.stderr
-    assert dry.stdout.strip() == "2 failed job(s) would be retried"
+    assert dry.stdout.strip() == f"2 failed job(s) would be retried: {plain}, {other}"
     assert f"job {held}: dedup key 'invoice-42' is held by pending job {holder}" in dry.stderr
     assert f"job {running_key}: dedup key 'invoice-44' is held by running job {runner}" in dry.stderr
     assert states(db) == before
@@ -105,7 +105,7 @@ def test_retry_failed_skips_a_job_whose_dedup_key_is_held(dsn: str, db: psycopg.
     done = run("retry-failed", dsn=dsn)
     assert "Traceback" not in done.stderr
     assert done.returncode == 1, done.stderr
-    assert done.stdout.strip() == "2 failed job(s) retried"
+    assert done.stdout.strip() == f"2 failed job(s) retried: {plain}, {other}"
     refused = stderr_lines(done)
     assert len(refused) == 2, done.stderr
     assert f"job {held}: dedup key 'invoice-42' is held by pending job {holder}" in refused[0]
@@ -130,7 +130,7 @@ def test_retry_failed_of_two_failed_jobs_sharing_a_key_retries_one(dsn: str, db:
     done = run("retry-failed", dsn=dsn)
     assert "Traceback" not in done.stderr
     assert done.returncode == 1, done.stderr
-    assert done.stdout.strip() == "2 failed job(s) retried"
+    assert done.stdout.strip() == f"2 failed job(s) retried: {newer}, {unrelated}"
     lines = stderr_lines(done)
     assert len(lines) == 1 and f"job {older}: dedup key 'report-7'" in lines[0] and f"job {newer}" in lines[0]
     after = states(db)
@@ -173,7 +173,7 @@ def test_retry_failed_when_an_enqueue_takes_the_key_meanwhile(dsn: str, db: psyc
             if retry.poll() is None:
                 retry.kill()
     assert "Traceback" not in err and retry.returncode == 1, err
-    assert out.strip() == "1 failed job(s) retried"
+    assert out.strip() == f"1 failed job(s) retried: {plain}"
     assert f"job {failed}: dedup key 'race-1' is held by pending job {row[0]}" in err
     after = states(db)
     assert after[failed][0] == "failed" and after[plain] == ("pending", 0)
@@ -183,7 +183,8 @@ def test_retry_failed_all_back_exits_0(dsn: str, db: psycopg.Connection) -> None
     first = add_job(db, "failed", "k-1")
     second = add_job(db, "failed")
     done = run("retry-failed", dsn=dsn)
-    assert done.returncode == 0 and done.stdout.strip() == "2 failed job(s) retried" and not done.stderr.strip()
+    assert done.returncode == 0 and not done.stderr.strip()
+    assert done.stdout.strip() == f"2 failed job(s) retried: {first}, {second}"
     assert states(db) == {first: ("pending", 0), second: ("pending", 0)}
 
 

@@ -376,3 +376,23 @@ def test_worker_role_fires_cron_schedules(migrated: Setup) -> None:
     with psycopg.connect(migrated.dsn(migrated.worker), autocommit=True) as worker:  # the fires' pruner
         pruned = worker.execute(QUERIES["prune_schedule_fires"], {"retention": "0 seconds", "batch": 5000}).fetchall()
         assert len(pruned) >= 1
+
+
+def test_worker_role_reads_the_history_views_and_the_app_role_does_not(migrated: Setup) -> None:
+    with migrated.superuser() as db:
+        job = db.execute(
+            "INSERT INTO pgqueue.jobs (task, status, attempts, started_at, finished_at, meta) "
+            "VALUES ('report', 'completed', 1, now() - interval '2 seconds', now(), '{\"order_id\": 42}') RETURNING id"
+        ).fetchone()[0]
+    with psycopg.connect(migrated.dsn(migrated.worker), autocommit=True) as worker:
+        assert worker.execute("SELECT job_id, outcome FROM pgqueue.attempts").fetchall() == [(job, "completed")]
+        assert worker.execute("SELECT task, completed FROM pgqueue.task_hours").fetchall() == [("report", 1)]
+        assert worker.execute("SELECT count(*) FROM pgqueue.stuck_jobs").fetchone() == (0,)
+    for view in ("attempts", "task_hours", "stuck_jobs"):
+        with (
+            psycopg.connect(migrated.dsn(migrated.app), autocommit=True) as app,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            app.execute(sql.SQL("SELECT 1 FROM {}").format(sql.Identifier("pgqueue", view)))
+    shown = pgqueue_cli("jobs", "--meta-contain", '{"order_id": 42}', "--json", "--dsn", migrated.dsn(migrated.worker))
+    assert shown.returncode == 0 and [j["id"] for j in json.loads(shown.stdout)] == [job], shown.stderr

@@ -103,7 +103,8 @@ def test_schema_behind_the_code_says_run_migrate(dsn: str, db: psycopg.Connectio
 
 
 def test_worker_on_a_schema_behind_the_code_exits_with_one_line(dsn: str, db: psycopg.Connection) -> None:
-    db.execute("ALTER TABLE pgqueue.jobs DROP COLUMN lease_expires_at")  # a column the claim writes
+    # CASCADE: the history views (migration 0011) read the column too.
+    db.execute("ALTER TABLE pgqueue.jobs DROP COLUMN lease_expires_at CASCADE")  # a column the claim writes
     db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('noop')")
     result = subprocess.run(
         [PGQUEUE, "work", "--app", "tests.apps.jobs_app", "--burst", "--dsn", dsn],
