@@ -93,7 +93,11 @@ def listening(db: psycopg.Connection, waiters: int = 1) -> None:
 def test_a_job_finished_before_the_wait_is_answered_at_once(queue: Queue, no_backstop: None) -> None:
     job_id = queue.enqueue("add", {"a": 2, "b": 3})
     run_burst(queue)  # finished before anyone listened: its notification went to nobody
-    assert queue.result(job_id, timeout=HANG) == 5
+    # No time limit and no backstop: a wait that needed a notification would never end.
+    waiter = Waiter(queue, job_id, timeout=None)
+    waiter.start()
+    assert waiter.ended.wait(HANG)
+    assert (waiter.value, waiter.error) == (5, None)
 
 
 def test_result_waits_for_the_notification(queue: Queue, db: psycopg.Connection, no_backstop: None) -> None:
