@@ -29,7 +29,9 @@ from common import Server  # noqa: E402
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
 
 
-def drain(dsn: str, task: str, jobs: int, seconds: float, workers: int, concurrency: int) -> tuple[float, int]:
+def drain(
+    dsn: str, task: str, jobs: int, seconds: float, workers: int, concurrency: int, extra: list[str]
+) -> tuple[float, int]:
     """Seconds to drain `jobs` jobs of `task`, and how many times a job was held back on the way."""
     queue = Queue(dsn)
     from app_limits import queue as app_queue
@@ -43,7 +45,7 @@ def drain(dsn: str, task: str, jobs: int, seconds: float, workers: int, concurre
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [PGQUEUE, "work", "--app", "app_limits", "--concurrency", str(concurrency), "--burst"],
+            [PGQUEUE, "work", "--app", "app_limits", "--concurrency", str(concurrency), "--burst", *extra],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32, help="per worker process (2 x 32 > the limit of 50)")
     parser.add_argument("--seconds", type=float, default=0.0, help="how long each handler sleeps")
+    parser.add_argument("--prefetch", type=int, default=None, help="passed to the workers (default: theirs)")
     args = parser.parse_args()
     server = Server(args.dsn)
     rates: dict[str, list[float]] = {"unlimited": [], "limited": []}
@@ -80,7 +83,8 @@ def main() -> None:
             for task in ("unlimited", "limited") if round_number % 2 else ("limited", "unlimited"):
                 dsn, _name = server.create_database(f"limits_{task}_{round_number}")
                 migrate.upgrade(dsn)
-                elapsed, row_updates = drain(dsn, task, args.jobs, args.seconds, args.workers, args.concurrency)
+                extra = [] if args.prefetch is None else ["--prefetch", str(args.prefetch)]
+                elapsed, row_updates = drain(dsn, task, args.jobs, args.seconds, args.workers, args.concurrency, extra)
                 rates[task].append(args.jobs / elapsed)
                 updates[task].append(row_updates)
                 print(f"round {round_number} {task:>9}: {args.jobs / elapsed:8.0f} jobs/s ({elapsed:.2f} s)")
@@ -89,7 +93,11 @@ def main() -> None:
     unlimited = statistics.median(rates["unlimited"])
     limited = statistics.median(rates["limited"])
     print()
-    print(f"{args.jobs} jobs, {args.workers} workers x concurrency {args.concurrency}, handler {args.seconds} s")
+    prefetch = "default" if args.prefetch is None else args.prefetch
+    print(
+        f"{args.jobs} jobs, {args.workers} workers x concurrency {args.concurrency}, prefetch {prefetch}, "
+        f"handler {args.seconds} s"
+    )
     print(f"unlimited task:              {unlimited:8.0f} jobs/s (median of {args.rounds})")
     print(f"limited task (concurrency 50): {limited:6.0f} jobs/s (median of {args.rounds})")
     print(f"limited / unlimited:         {limited / unlimited:8.1%}")
