@@ -65,6 +65,45 @@ def drain(
     return elapsed, int(held)
 
 
+def idle_cost(server: Server, seconds: float, held: int) -> float:
+    """Transactions per second of the database while the limited task's 50 slots are taken by long jobs and
+    `held` more wait, with two workers (one running the long jobs, one idle): what waiting costs."""
+    dsn, name = server.create_database(f"limits_idle_{held}")
+    migrate.upgrade(dsn)
+    queue = Queue(dsn)
+    from app_limits import queue as app_queue
+
+    queue.tasks = app_queue.tasks
+    queue.enqueue_many([("limited", {"n": n, "seconds": 3600}) for n in range(50)])
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(HERE)}
+    command = [PGQUEUE, "work", "--app", "app_limits", "--concurrency", "64"]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'running'").fetchone()[0] < 50:
+                time.sleep(0.1)
+        if held:
+            queue.enqueue_many([("limited", {"n": n}) for n in range(held)])
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'held'").fetchone()[0] < held:
+                time.sleep(0.1)
+        time.sleep(5)  # both workers started and settled, every extra job parked
+        before = server.transactions(name)
+        time.sleep(seconds)
+        after = server.transactions(name)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            parked = conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'held'").fetchone()[0]
+        if parked != held:
+            raise SystemExit(f"expected {held} held jobs, found {parked}")
+    finally:
+        queue.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return (after - before - 1) / seconds  # less this script's own read between the two counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", default=os.environ.get("PGQUEUE_DSN", "postgresql://postgres@127.0.0.1/postgres"))
@@ -74,8 +113,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="per worker process (2 x 32 > the limit of 50)")
     parser.add_argument("--seconds", type=float, default=0.0, help="how long each handler sleeps")
     parser.add_argument("--prefetch", type=int, default=None, help="passed to the workers (default: theirs)")
+    parser.add_argument("--idle", type=float, default=0, help="also measure idle cost over this many seconds")
     args = parser.parse_args()
     server = Server(args.dsn)
+    if args.idle:
+        try:
+            for held in (0, 1000):
+                rate = idle_cost(server, args.idle, held)
+                print(f"idle cost, 50 long jobs running, {held:4d} held: {rate:.2f} transactions/s (2 workers)")
+        finally:
+            server.drop_all()
+        return
     rates: dict[str, list[float]] = {"unlimited": [], "limited": []}
     updates: dict[str, list[int]] = {"unlimited": [], "limited": []}
     try:
