@@ -61,6 +61,12 @@ BEGIN
     IF coalesce(cardinality(candidates), 0) = 0 THEN
         RETURN;
     END IF;
+    -- The count below must see claims committed while we waited for the locks: a REPEATABLE READ snapshot
+    -- would not, and could grant a slot twice. (SERIALIZABLE is safe: it aborts one of two such claims.)
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION 'pgqueue concurrency limits need READ COMMITTED (or SERIALIZABLE) transactions'
+            USING HINT = 'this session defaults to REPEATABLE READ: see default_transaction_isolation';
+    END IF;
     SELECT array_agg(k.id ORDER BY k.ord, k.key), array_agg(k.key ORDER BY k.ord, k.key)
     INTO need_ids, need_keys
     FROM pgqueue.job_limit_keys(candidates) AS k;

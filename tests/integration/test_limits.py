@@ -213,3 +213,18 @@ def test_hostile_keys_and_rows_cost_only_themselves(jobs: Queue, dsn: str, db: p
     # 1 and "1" are different customers, the two huge ids the same one: one at a time per customer.
     assert overlaps(db, ["per_customer"], 1, per_key=True) == (1, 0)
     assert count(db, "attempts <> 1") == 0
+
+
+def test_a_repeatable_read_session_cannot_grant_slots(db: psycopg.Connection) -> None:
+    """Its snapshot would not see claims committed while it waited for a key's lock: refused, never granted."""
+    from pgqueue.store.queries import QUERIES
+
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
+    db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('b')")
+    db.execute("SET default_transaction_isolation = 'repeatable read'")
+    params = {"limit": 10, "worker_id": "w", "lease": "30 seconds"}
+    with pytest.raises(psycopg.errors.RaiseException, match="READ COMMITTED"):
+        db.execute(QUERIES["claim"], params)
+    db.execute("SET default_transaction_isolation = 'read committed'")
+    claimed = db.execute(QUERIES["claim"], params).fetchall()
+    assert sorted((row[2], row[6]) for row in claimed) == [("a", False), ("b", False)]
