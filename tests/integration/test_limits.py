@@ -228,3 +228,14 @@ def test_a_repeatable_read_session_cannot_grant_slots(db: psycopg.Connection) ->
     db.execute("SET default_transaction_isolation = 'read committed'")
     claimed = db.execute(QUERIES["claim"], params).fetchall()
     assert sorted((row[2], row[6]) for row in claimed) == [("a", False), ("b", False)]
+
+
+def test_with_no_limits_the_claim_never_calls_grant_slots(db: psycopg.Connection) -> None:
+    from pgqueue.store.queries import QUERIES
+
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 5)")
+    params = {"limit": 10, "worker_id": "w", "lease": "30 seconds"}
+    plan = "\n".join(row[0] for row in db.execute("EXPLAIN (ANALYZE, COSTS OFF) " + QUERIES["claim"], params))
+    grant = next(line for line in plan.splitlines() if "grant_slots" in line)
+    assert "never executed" in grant, plan
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'running'").fetchone()[0] == 5
