@@ -29,7 +29,9 @@ from common import Server  # noqa: E402
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
 
 
-def drain(dsn: str, task: str, jobs: int, seconds: float, workers: int, concurrency: int) -> tuple[float, int]:
+def drain(
+    dsn: str, task: str, jobs: int, seconds: float, workers: int, concurrency: int, extra: list[str]
+) -> tuple[float, int]:
     """Seconds to drain `jobs` jobs of `task`, and how many times a job was held back on the way."""
     queue = Queue(dsn)
     from app_limits import queue as app_queue
@@ -43,7 +45,7 @@ def drain(dsn: str, task: str, jobs: int, seconds: float, workers: int, concurre
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [PGQUEUE, "work", "--app", "app_limits", "--concurrency", str(concurrency), "--burst"],
+            [PGQUEUE, "work", "--app", "app_limits", "--concurrency", str(concurrency), "--burst", *extra],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -63,6 +65,45 @@ def drain(dsn: str, task: str, jobs: int, seconds: float, workers: int, concurre
     return elapsed, int(held)
 
 
+def idle_cost(server: Server, seconds: float, held: int) -> float:
+    """Transactions per second of the database while the limited task's 50 slots are taken by long jobs and
+    `held` more wait, with two workers (one running the long jobs, one idle): what waiting costs."""
+    dsn, name = server.create_database(f"limits_idle_{held}")
+    migrate.upgrade(dsn)
+    queue = Queue(dsn)
+    from app_limits import queue as app_queue
+
+    queue.tasks = app_queue.tasks
+    queue.enqueue_many([("limited", {"n": n, "seconds": 3600}) for n in range(50)])
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(HERE)}
+    command = [PGQUEUE, "work", "--app", "app_limits", "--concurrency", "64"]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'running'").fetchone()[0] < 50:
+                time.sleep(0.1)
+        if held:
+            queue.enqueue_many([("limited", {"n": n}) for n in range(held)])
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'held'").fetchone()[0] < held:
+                time.sleep(0.1)
+        time.sleep(5)  # both workers started and settled, every extra job parked
+        before = server.transactions(name)
+        time.sleep(seconds)
+        after = server.transactions(name)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            parked = conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'held'").fetchone()[0]
+        if parked != held:
+            raise SystemExit(f"expected {held} held jobs, found {parked}")
+    finally:
+        queue.close()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    return (after - before - 1) / seconds  # less this script's own read between the two counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dsn", default=os.environ.get("PGQUEUE_DSN", "postgresql://postgres@127.0.0.1/postgres"))
@@ -71,8 +112,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=32, help="per worker process (2 x 32 > the limit of 50)")
     parser.add_argument("--seconds", type=float, default=0.0, help="how long each handler sleeps")
+    parser.add_argument("--prefetch", type=int, default=None, help="passed to the workers (default: theirs)")
+    parser.add_argument("--idle", type=float, default=0, help="also measure idle cost over this many seconds")
     args = parser.parse_args()
     server = Server(args.dsn)
+    if args.idle:
+        try:
+            for held in (0, 1000):
+                rate = idle_cost(server, args.idle, held)
+                print(f"idle cost, 50 long jobs running, {held:4d} held: {rate:.2f} transactions/s (2 workers)")
+        finally:
+            server.drop_all()
+        return
     rates: dict[str, list[float]] = {"unlimited": [], "limited": []}
     updates: dict[str, list[int]] = {"unlimited": [], "limited": []}
     try:
@@ -80,7 +131,8 @@ def main() -> None:
             for task in ("unlimited", "limited") if round_number % 2 else ("limited", "unlimited"):
                 dsn, _name = server.create_database(f"limits_{task}_{round_number}")
                 migrate.upgrade(dsn)
-                elapsed, row_updates = drain(dsn, task, args.jobs, args.seconds, args.workers, args.concurrency)
+                extra = [] if args.prefetch is None else ["--prefetch", str(args.prefetch)]
+                elapsed, row_updates = drain(dsn, task, args.jobs, args.seconds, args.workers, args.concurrency, extra)
                 rates[task].append(args.jobs / elapsed)
                 updates[task].append(row_updates)
                 print(f"round {round_number} {task:>9}: {args.jobs / elapsed:8.0f} jobs/s ({elapsed:.2f} s)")
@@ -89,7 +141,11 @@ def main() -> None:
     unlimited = statistics.median(rates["unlimited"])
     limited = statistics.median(rates["limited"])
     print()
-    print(f"{args.jobs} jobs, {args.workers} workers x concurrency {args.concurrency}, handler {args.seconds} s")
+    prefetch = "default" if args.prefetch is None else args.prefetch
+    print(
+        f"{args.jobs} jobs, {args.workers} workers x concurrency {args.concurrency}, prefetch {prefetch}, "
+        f"handler {args.seconds} s"
+    )
     print(f"unlimited task:              {unlimited:8.0f} jobs/s (median of {args.rounds})")
     print(f"limited task (concurrency 50): {limited:6.0f} jobs/s (median of {args.rounds})")
     print(f"limited / unlimited:         {limited / unlimited:8.1%}")

@@ -50,6 +50,8 @@ DECLARE
     key_values jsonb[];
     key_caps integer[];
     free integer[];
+    free_before integer[];
+    reused jsonb;
     lock_id bigint;
     first_index integer := 1;
     last_index integer;
@@ -58,6 +60,12 @@ DECLARE
 BEGIN
     IF coalesce(cardinality(candidates), 0) = 0 THEN
         RETURN;
+    END IF;
+    -- The count below must see claims committed while we waited for the locks: a REPEATABLE READ snapshot
+    -- would not, and could grant a slot twice. (SERIALIZABLE is safe: it aborts one of two such claims.)
+    IF current_setting('transaction_isolation') = 'repeatable read' THEN
+        RAISE EXCEPTION 'pgqueue concurrency limits need READ COMMITTED (or SERIALIZABLE) transactions'
+            USING HINT = 'this session defaults to REPEATABLE READ: see default_transaction_isolation';
     END IF;
     SELECT array_agg(k.id ORDER BY k.ord, k.key), array_agg(k.key ORDER BY k.ord, k.key)
     INTO need_ids, need_keys
@@ -93,6 +101,7 @@ BEGIN
     INTO free
     FROM unnest(key_scopes, key_targets, key_args, key_values, key_caps) WITH ORDINALITY
          AS slot(scope, target, arg, value, cap, ord);
+    free_before := free;
     -- In claim order: a job runs when every key it needs has a free slot, else it is held by the first full one.
     WHILE first_index <= cardinality(need_ids) LOOP
         last_index := first_index;
@@ -122,13 +131,32 @@ BEGIN
         RETURN NEXT;
         first_index := last_index + 1;
     END LOOP;
+    -- Slots of jobs this statement completes that this claim took again, per key: the wake trigger of those
+    -- completions (run at the statement's end, in this transaction) then wakes no held job for them.
+    IF coalesce(cardinality(finished), 0) > 0 THEN
+        SELECT jsonb_object_agg(done.key, least(done.jobs, free_before[slot.ord] - free[slot.ord]))
+        INTO reused
+        FROM (
+            SELECT held_key AS key, count(*) AS jobs
+            FROM pgqueue.jobs AS f, unnest(f.limit_keys) AS held_key
+            WHERE f.id = ANY(finished)
+            GROUP BY held_key
+        ) AS done
+        JOIN unnest(key_names) WITH ORDINALITY AS slot(name, ord) ON slot.name = done.key
+        WHERE free_before[slot.ord] > free[slot.ord];
+        IF reused IS NOT NULL THEN
+            PERFORM set_config('pgqueue.reused_slots', reused::text, true);
+        END IF;
+    END IF;
 END
 $$
 """
 
 # The limit keys of each job: one per limit on its task or its queue, a JSON array: ["task:NAME"], or for a
 # per-argument limit ["task:NAME", value] (1 and "1" are different keys; a job without the argument has null).
-# JSON, so that no task name or value can spell another limit's key.
+# JSON, so that no task name or value can spell another limit's key. A value longer than 100 characters is
+# spelled by its md5 (the key is indexed while held; a huge value must not make that index refuse the row): keys
+# only name locks and held jobs, the running jobs are counted by the value itself.
 JOB_LIMIT_KEYS = """
 CREATE FUNCTION pgqueue.job_limit_keys(ids bigint[])
 RETURNS TABLE (id bigint, ord bigint, key text, scope text, target text, key_arg text, key_value jsonb,
@@ -136,7 +164,10 @@ RETURNS TABLE (id bigint, ord bigint, key text, scope text, target text, key_arg
 LANGUAGE sql STABLE AS $$
     SELECT job.id, wanted.ord,
            CASE WHEN lim.key_arg IS NULL THEN jsonb_build_array(lim.name)
-                ELSE jsonb_build_array(lim.name, coalesce(job.args -> lim.key_arg, 'null'::jsonb)) END::text,
+                WHEN length(coalesce(job.args -> lim.key_arg, 'null'::jsonb)::text) <= 100
+                THEN jsonb_build_array(lim.name, coalesce(job.args -> lim.key_arg, 'null'::jsonb))
+                ELSE jsonb_build_array(lim.name, 'md5:' || md5(coalesce(job.args -> lim.key_arg, 'null'::jsonb)::text))
+           END::text,
            lim.scope, lim.target, lim.key_arg,
            CASE WHEN lim.key_arg IS NOT NULL THEN coalesce(job.args -> lim.key_arg, 'null'::jsonb) END,
            lim.concurrency
@@ -165,27 +196,27 @@ CREATE FUNCTION pgqueue.wake_held() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     woken record;
-    freed text[];
+    freed text[] := ARRAY[]::text[];
+    reused jsonb;
+    freed_key text;
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        freed := OLD.limit_keys;
-    ELSE
-        -- Only keys with a slot free now. A claim in this same statement may have taken the slot again (it does
-        -- not count the jobs it completes): then no held job is woken only to be held once more. Another
-        -- transaction can take it only after this one commits, so a slot freed here is never missed.
-        SELECT array_agg(k.key) INTO freed
-        FROM pgqueue.job_limit_keys(ARRAY[OLD.id]) AS k
-        WHERE k.key = ANY(OLD.limit_keys)
-          AND k.concurrency > (
-              SELECT count(*)
-              FROM pgqueue.jobs AS running
-              WHERE running.status = 'running'
-                AND CASE WHEN k.scope = 'task' THEN running.task ELSE running.queue END = k.target
-                AND (k.key_arg IS NULL OR coalesce(running.args -> k.key_arg, 'null'::jsonb) = k.key_value)
-          );
-    END IF;
-    IF freed IS NULL THEN
+    -- The common case, nothing held for these keys, costs one probe of jobs_held_idx.
+    IF NOT EXISTS (SELECT FROM pgqueue.jobs WHERE status = 'held' AND held_by = ANY(OLD.limit_keys)) THEN
         RETURN NULL;
+    END IF;
+    -- A claim in this same statement may have taken the slot again (grant_slots does not count the jobs the
+    -- statement completes, and says which slots it reused): then no held job is woken only to be held again.
+    -- Any other claim can take the slot only after this transaction commits, so a slot freed here is never lost.
+    reused := nullif(current_setting('pgqueue.reused_slots', true), '')::jsonb;
+    FOREACH freed_key IN ARRAY OLD.limit_keys LOOP
+        IF coalesce((reused ->> freed_key)::integer, 0) > 0 THEN
+            reused := jsonb_set(reused, ARRAY[freed_key], to_jsonb((reused ->> freed_key)::integer - 1));
+        ELSE
+            freed := freed || freed_key;
+        END IF;
+    END LOOP;
+    IF reused IS NOT NULL THEN
+        PERFORM set_config('pgqueue.reused_slots', reused::text, true);
     END IF;
     -- One held job per key freed (SKIP LOCKED: two statements waking at once never wait on each other).
     FOR woken IN
@@ -193,12 +224,12 @@ BEGIN
             SELECT (
                 SELECT held.id
                 FROM pgqueue.jobs AS held
-                WHERE held.status = 'held' AND held.held_by = freed_key.key
+                WHERE held.status = 'held' AND held.held_by = freed_slot.key
                 ORDER BY held.priority DESC, held.run_at, held.id
                 LIMIT 1
                 FOR UPDATE SKIP LOCKED
             ) AS id
-            FROM unnest(freed) AS freed_key(key)
+            FROM unnest(freed) AS freed_slot(key)
         ),
         unparked AS (
             UPDATE pgqueue.jobs AS job

@@ -761,7 +761,7 @@ DELETE FROM pgqueue.limits WHERE name = %(name)s RETURNING name;
 
 -- name: wake_held
 -- Held jobs back to pending: up to `per_key` per limit key (NULL: all) of the limits named (NULL: every limit),
--- and every held job whose limit no longer exists. A claim decides on them anew, so waking too many costs a
+-- and every held job whose limit no longer exists (or that names none). A claim decides on them anew, so waking too many costs a
 -- claim, never a limit. Run after a limit changes, and by maintenance each round with per_key 1: a claim that
 -- parked a job just as the slot it wanted freed (the freeing statement found it not yet held) is caught here.
 WITH keys AS (
@@ -783,10 +783,14 @@ picked AS (
        OR keys.limit_name = ANY(%(names)s::text[])
        OR keys.limit_name IS NULL
 ),
+unkeyed AS (
+    -- A held job that names no key (hand-written) has no limit to wait for.
+    SELECT id FROM pgqueue.jobs WHERE status = 'held' AND held_by IS NULL FOR UPDATE SKIP LOCKED
+),
 woken AS (
     UPDATE pgqueue.jobs AS job
     SET status = 'pending', held_by = NULL
-    FROM picked
+    FROM (SELECT id FROM picked UNION ALL SELECT id FROM unkeyed) AS picked
     WHERE job.id = picked.id AND job.status = 'held'
     RETURNING job.queue
 )

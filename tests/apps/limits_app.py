@@ -3,9 +3,11 @@ start and its end to `limit_runs` on its own connection, so a test can count ove
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
+from typing import Any
 
 import psycopg
 
@@ -58,8 +60,8 @@ def limited(n: int, seconds: float = 0.05) -> None:
 
 
 @queue.task(name="per_customer", concurrency=PER_CUSTOMER, concurrency_key="customer_id")
-def per_customer(customer_id: int | str, seconds: float = 0.05) -> None:
-    _run(str(customer_id), seconds)
+def per_customer(customer_id: Any, seconds: float = 0.05) -> None:
+    _run(json.dumps(customer_id, sort_keys=True), seconds)  # 1 and "1" are different customers
 
 
 @queue.task(name="unlimited")

@@ -35,7 +35,9 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
 def test_listing_shows_counts_paused_and_limits(dsn: str, db: psycopg.Connection) -> None:
     assert run("queues", dsn=dsn).stdout.strip() == "no queues"
     db.execute("INSERT INTO pgqueue.jobs (queue, task) SELECT 'pdf', 'render' FROM generate_series(1, 3)")
-    db.execute("INSERT INTO pgqueue.jobs (queue, task, status) VALUES ('mail', 'send', 'held')")
+    db.execute(
+        "INSERT INTO pgqueue.jobs (queue, task, status, held_by) VALUES ('mail', 'send', 'held', '[\"task:send\", 1]')"
+    )
     db.execute(
         "INSERT INTO pgqueue.limits (name, scope, target, concurrency, key_arg) "
         "VALUES ('task:send', 'task', 'send', 2, 'to')"

@@ -187,3 +187,55 @@ def test_held_jobs_wake_when_a_slot_frees_without_polling(jobs: Queue, dsn: str,
     assert all(proc.returncode == 0 for proc in workers), outputs
     assert overlaps(db, ["limited"], limits_app.CONCURRENCY) == (limits_app.CONCURRENCY, 0)
     assert count(db, "attempts <> 1") == 0
+
+
+def test_hostile_keys_and_rows_cost_only_themselves(jobs: Queue, dsn: str, db: psycopg.Connection) -> None:
+    """A huge or odd key value, a hand-written held row with a bad key and a forged notification: the limit
+    still holds, every job runs, and the worker's maintenance never fails on them."""
+    huge = "c" * 200_000
+    odd = ["\x1b[2J", {"nested": [1, 2]}, None, 1, "1", huge, huge]
+    jobs.enqueue_many([("per_customer", {"customer_id": value, "seconds": 0.2}) for value in odd])
+    jobs.enqueue_many([("unlimited", {"n": n}) for n in range(20)])
+    for held_by in ("not json [", None):
+        db.execute(
+            "INSERT INTO pgqueue.jobs (task, args, status, held_by) VALUES ('unlimited', '{\"n\": 1}', 'held', %s)",
+            (held_by,),
+        )
+    db.execute("""NOTIFY pgqueue_jobs, '{"queue": "default", "run_at": "soon"}'""")
+    worker = start_worker(dsn, "--concurrency", "8", "--maintenance-interval", "0.5")
+    try:
+        # The two hand-written held rows have no limit: maintenance sends them back, and they run too.
+        wait_until(lambda: count(db, "status = 'completed'") == len(odd) + 22, what="every job completed")
+    finally:
+        output = stop(worker)
+    assert worker.returncode == 0, output
+    assert "Traceback" not in output and "housekeeping failed" not in output, output
+    # 1 and "1" are different customers, the two huge ids the same one: one at a time per customer.
+    assert overlaps(db, ["per_customer"], 1, per_key=True) == (1, 0)
+    assert count(db, "attempts <> 1") == 0
+
+
+def test_a_repeatable_read_session_cannot_grant_slots(db: psycopg.Connection) -> None:
+    """Its snapshot would not see claims committed while it waited for a key's lock: refused, never granted."""
+    from pgqueue.store.queries import QUERIES
+
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
+    db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('b')")
+    db.execute("SET default_transaction_isolation = 'repeatable read'")
+    params = {"limit": 10, "worker_id": "w", "lease": "30 seconds"}
+    with pytest.raises(psycopg.errors.RaiseException, match="READ COMMITTED"):
+        db.execute(QUERIES["claim"], params)
+    db.execute("SET default_transaction_isolation = 'read committed'")
+    claimed = db.execute(QUERIES["claim"], params).fetchall()
+    assert sorted((row[2], row[6]) for row in claimed) == [("a", False), ("b", False)]
+
+
+def test_with_no_limits_the_claim_never_calls_grant_slots(db: psycopg.Connection) -> None:
+    from pgqueue.store.queries import QUERIES
+
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 5)")
+    params = {"limit": 10, "worker_id": "w", "lease": "30 seconds"}
+    plan = "\n".join(row[0] for row in db.execute("EXPLAIN (ANALYZE, COSTS OFF) " + QUERIES["claim"], params))
+    grant = next(line for line in plan.splitlines() if "grant_slots" in line)
+    assert "never executed" in grant, plan
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'running'").fetchone()[0] == 5
