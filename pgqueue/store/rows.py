@@ -6,9 +6,10 @@ dataclass (as before the store existed), built once per claimed job; statements 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 Attempt = tuple[int, int]  # (job id, attempt number): what an outcome, a lease or a release is keyed by
 
@@ -137,3 +138,20 @@ class OrderId(NamedTuple):
 
 class Count(NamedTuple):
     count: int
+
+
+class Parent(NamedTuple):
+    """A job's parent (workflows): its outcome so far, and its result as JSON text when it completed with one.
+    `resolved` is true once it has finished as far as the dependent is concerned."""
+
+    id: int
+    task: str
+    status: str
+    result_json: str | None
+    error: str | None
+    resolved: bool
+
+    @property
+    def result(self) -> Any:
+        """The parent's stored result (None when it returned none or has not completed)."""
+        return None if self.result_json is None else json.loads(self.result_json)

@@ -36,6 +36,7 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # attempts used up, or a permanent error; kept for retry-failed
     CANCELLED = "cancelled"
+    WAITING = "waiting"  # has parents not finished yet (pgqueue.job_dependencies); never claimed
 
 
 JOB_STATUSES = tuple(status.value for status in JobStatus)
@@ -93,6 +94,13 @@ jobs = Table(
     Column("lease_expires_at", DateTime(timezone=True), comment="when a running job counts as lost"),
     Column("dedup_key", Text, comment="at most one pending or running job per key"),
     Column("schedule", Text, comment="the periodic schedule that produced the job"),
+    Column(
+        "waiting_for",
+        Integer,
+        nullable=False,
+        server_default="0",
+        comment="parents not finished yet (while waiting)",
+    ),
     # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
     Index(
         "jobs_claim_idx",
@@ -121,6 +129,23 @@ jobs = Table(
     # The dashboard's (migration 0006): failed jobs per queue, and the args containment filter.
     Index("jobs_failed_queue_idx", "queue", "id", postgresql_where=text("status = 'failed'")),
     Index("jobs_args_idx", "args", postgresql_using="gin", postgresql_ops={"args": "jsonb_path_ops"}),
+)
+
+# A job's parents (migration 0010): one row per edge, `parent_status` set once the parent finished. The triggers
+# of migration 0010 release (or cancel) a dependent when its parents finish; see docs/state-machine.md.
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column("job_id", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("depends_on", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("on_failure", Text, nullable=False, server_default="cancel"),
+    Column("parent_status", Text, comment="the parent's outcome once it finished; null before"),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("cancelled_dependent", Boolean, nullable=False, server_default=text("false")),
+    PrimaryKeyConstraint("job_id", "depends_on", name="job_dependencies_pkey"),
+    CheckConstraint("job_id <> depends_on", name="job_dependencies_not_itself"),
+    CheckConstraint("on_failure IN ('cancel', 'run')", name="job_dependencies_on_failure_check"),
+    Index("job_dependencies_parent_idx", "depends_on"),
 )
 
 schedules = Table(
