@@ -9,15 +9,17 @@ from pgqueue.errors import (
     SchemaOutdatedError,
     UnknownTaskError,
 )
-from pgqueue.queue import Backoff, Fixed, JobSpec, Queue, Task
+from pgqueue.queue import Backoff, Batch, Fixed, InBatch, JobSpec, Queue, Task
 from pgqueue.settings import WorkerSettings
 from pgqueue.worker import JobContext, Worker, current_job
 
 __all__ = [
     "Backoff",
+    "Batch",
     "CronError",
     "DatabaseUnavailableError",
     "Fixed",
+    "InBatch",
     "InvalidJobError",
     "JobContext",
     "JobSpec",

@@ -55,11 +55,12 @@ def _record(step: str, parents: list[Any], results: dict[int, Any]) -> None:
 
 
 @queue.task(name="wf_step", max_attempts=1)
-def wf_step(step: str, value: Any = None, fail: bool = False) -> Any:
-    """Records that it ran (and its parents' outcomes); fails for good when `fail`; returns `value`."""
+def wf_step(step: str, value: Any = None, fail: bool = False, fail_unless: str | None = None) -> Any:
+    """Records that it ran (and its parents' outcomes); fails for good when `fail`, or while the file
+    `fail_unless` does not exist; returns `value`."""
     job = current_job()
     _record(step, job.parents(), job.parent_results())
-    if fail:
+    if fail or (fail_unless is not None and not Path(fail_unless).exists()):
         raise RuntimeError(f"step {step} fails on purpose")
     return value
 

@@ -18,9 +18,11 @@ from pgqueue.store.queries import QUERIES, load
 def test_public_surface_is_pinned() -> None:
     assert sorted(pgqueue.__all__) == [
         "Backoff",
+        "Batch",
         "CronError",
         "DatabaseUnavailableError",
         "Fixed",
+        "InBatch",
         "InvalidJobError",
         "JobContext",
         "JobSpec",
