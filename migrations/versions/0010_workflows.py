@@ -19,7 +19,10 @@ job finishes (the worker's batched acks, a failure, a rescue's last attempt, `ca
 releases or cancels its dependents in the same statement, and the worker's statements stay as they are. The
 trigger is a row trigger whose WHEN clause (evaluated without calling the function) picks only the rows whose
 status changes to or away from a finished one: a claim or a lease renewal never calls it. The functions run as
-their owner (SECURITY DEFINER) so that the application role needs no UPDATE on jobs to enqueue dependents.
+their owner (SECURITY DEFINER) so that the application role needs no UPDATE on jobs to enqueue dependents, and
+with `enable_seqscan = off`: each of their statements looks rows up by key, and on a table whose statistics are
+stale (new, or just filled) the planner would otherwise scan job_dependencies once per level of a chain (measured:
+a 2,000-job chain cancelled in 5.8 s instead of well under one).
 
 Revision ID: 0010
 Revises: 0006
@@ -46,12 +49,14 @@ NEW_STATUSES = "'pending', 'running', 'completed', 'failed', 'cancelled', 'waiti
 # cancellations fire this trigger again one level down, where they find nothing left to cancel).
 RESOLVE_FUNCTION = """
 CREATE FUNCTION pgqueue.resolve_dependents(parent_id bigint, outcome text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue SET enable_seqscan = off AS $$
 DECLARE
     counted bigint[];
     doomed bigint[];
     notified bigint;
     reason text;
+    below_ids bigint[];
+    below_causes bigint[];
 BEGIN
     WITH edges AS (
         UPDATE pgqueue.job_dependencies AS edge
@@ -88,16 +93,18 @@ BEGIN
             JOIN pgqueue.job_dependencies AS edge ON edge.depends_on = below.id
             JOIN pgqueue.jobs AS job ON job.id = edge.job_id
             WHERE edge.on_failure = 'cancel' AND edge.parent_status IS NULL AND job.status = 'waiting'
-        ),
-        cancelled AS (
+        )
+        SELECT array_agg(id), array_agg(cause) INTO below_ids, below_causes FROM below;
+        -- (By id arrays, so that each statement is an index lookup whatever the size of the jobs table.)
+        WITH cancelled AS (
             UPDATE pgqueue.jobs AS job
             SET status = 'cancelled', finished_at = now(), error = reason
-            WHERE job.id IN (SELECT id FROM below) AND job.status = 'waiting'
+            WHERE job.id = ANY(below_ids) AND job.status = 'waiting'
             RETURNING job.id
         )
         UPDATE pgqueue.job_dependencies AS edge
         SET cancelled_dependent = true
-        FROM below
+        FROM unnest(below_ids, below_causes) AS below(id, cause)
         WHERE edge.job_id = below.id AND edge.depends_on = below.cause
           AND below.id IN (SELECT id FROM cancelled);
     END IF;
@@ -108,56 +115,71 @@ $$
 # A parent left `failed` or `cancelled` for a status that is not finished (retry-failed, or a re-armed job): its
 # edges are unresolved again. A dependent that runs whatever the outcome and still waits counts it again; a
 # dependent this parent's failure had cancelled goes back to waiting when no other parent of it has failed
-# (else the mark moves to that parent, whose retry re-arms it). Re-arming a dependent fires this trigger for it
-# in turn, so the jobs below it are re-armed too, one trigger level per level of the chain.
+# (else the mark moves to that parent, whose retry re-arms it). The jobs below a re-armed one are re-armed the
+# same way, level by level in this one call: the trigger that the re-arming itself fires is told to stand aside
+# (a transaction-local setting), so a chain of any length costs no deeper recursion.
 REARM_FUNCTION = """
 CREATE FUNCTION pgqueue.rearm_dependents(parent_id bigint) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue SET enable_seqscan = off AS $$
 DECLARE
+    frontier bigint[] := ARRAY[parent_id];
+    rearmed bigint[];
     reset record;
     other bigint;
 BEGIN
-    FOR reset IN
-        SELECT edge.job_id, edge.on_failure, edge.cancelled_dependent AS was_cause, job.status
-        FROM pgqueue.job_dependencies AS edge
-        JOIN pgqueue.jobs AS job ON job.id = edge.job_id
-        WHERE edge.depends_on = parent_id AND edge.parent_status IN ('failed', 'cancelled')
-        ORDER BY edge.job_id
-        FOR UPDATE OF edge
-    LOOP
-        UPDATE pgqueue.job_dependencies
-        SET parent_status = NULL, resolved_at = NULL, cancelled_dependent = false
-        WHERE job_id = reset.job_id AND depends_on = parent_id;
-        IF reset.status = 'waiting' AND reset.on_failure = 'run' THEN
-            UPDATE pgqueue.jobs SET waiting_for = waiting_for + 1 WHERE id = reset.job_id AND status = 'waiting';
-        ELSIF reset.status = 'cancelled' AND reset.was_cause THEN
-            SELECT depends_on INTO other
-            FROM pgqueue.job_dependencies
-            WHERE job_id = reset.job_id AND parent_status IN ('failed', 'cancelled')
-            ORDER BY depends_on LIMIT 1;
-            IF other IS NOT NULL THEN
-                UPDATE pgqueue.job_dependencies SET cancelled_dependent = true
-                WHERE job_id = reset.job_id AND depends_on = other;
-            ELSE
-                UPDATE pgqueue.jobs AS job
-                SET status = 'waiting', finished_at = NULL, error = NULL,
-                    waiting_for = (SELECT count(*) FROM pgqueue.job_dependencies AS edge
-                                   WHERE edge.job_id = job.id AND edge.parent_status IS NULL)
-                WHERE job.id = reset.job_id AND job.status = 'cancelled';
+    PERFORM set_config('pgqueue.rearming', 'on', true);
+    WHILE cardinality(frontier) > 0 LOOP
+        rearmed := ARRAY[]::bigint[];
+        FOR reset IN
+            SELECT edge.job_id, edge.depends_on, edge.on_failure, edge.cancelled_dependent AS was_cause, job.status
+            FROM pgqueue.job_dependencies AS edge
+            JOIN pgqueue.jobs AS job ON job.id = edge.job_id
+            WHERE edge.depends_on = ANY(frontier) AND edge.parent_status IN ('failed', 'cancelled')
+            ORDER BY edge.job_id, edge.depends_on
+            FOR UPDATE OF edge
+        LOOP
+            UPDATE pgqueue.job_dependencies
+            SET parent_status = NULL, resolved_at = NULL, cancelled_dependent = false
+            WHERE job_id = reset.job_id AND depends_on = reset.depends_on;
+            IF reset.status = 'waiting' AND reset.on_failure = 'run' THEN
+                UPDATE pgqueue.jobs SET waiting_for = waiting_for + 1 WHERE id = reset.job_id AND status = 'waiting';
+            ELSIF reset.status = 'cancelled' AND reset.was_cause THEN
+                SELECT depends_on INTO other
+                FROM pgqueue.job_dependencies
+                WHERE job_id = reset.job_id AND parent_status IN ('failed', 'cancelled')
+                ORDER BY depends_on LIMIT 1;
+                IF other IS NOT NULL THEN
+                    UPDATE pgqueue.job_dependencies SET cancelled_dependent = true
+                    WHERE job_id = reset.job_id AND depends_on = other;
+                ELSE
+                    UPDATE pgqueue.jobs AS job
+                    SET status = 'waiting', finished_at = NULL, error = NULL,
+                        waiting_for = (SELECT count(*) FROM pgqueue.job_dependencies AS edge
+                                       WHERE edge.job_id = job.id AND edge.parent_status IS NULL)
+                    WHERE job.id = reset.job_id AND job.status = 'cancelled';
+                    IF FOUND THEN
+                        rearmed := rearmed || reset.job_id;
+                    END IF;
+                END IF;
             END IF;
-        END IF;
+        END LOOP;
+        frontier := rearmed;
     END LOOP;
+    PERFORM set_config('pgqueue.rearming', '', true);
 END
 $$
 """
 
+# Called for every job that finishes, so kept to a dispatch: no SET clauses (each costs a save and restore of the
+# setting per call); the functions it calls are schema-qualified and carry their own.
 FINISHED_FUNCTION = """
 CREATE FUNCTION pgqueue.job_status_changed() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.status IN ('completed', 'failed', 'cancelled') THEN
         PERFORM pgqueue.resolve_dependents(NEW.id, NEW.status);
-    ELSE
+    ELSIF current_setting('pgqueue.rearming', true) IS DISTINCT FROM 'on' THEN
+        -- (set while rearm_dependents re-arms a whole chain itself)
         PERFORM pgqueue.rearm_dependents(NEW.id);
     END IF;
     RETURN NULL;
@@ -180,7 +202,7 @@ EXECUTE FUNCTION pgqueue.job_status_changed()
 # sees these edges. The lock is held until the enqueueing transaction ends.
 EDGES_FUNCTION = """
 CREATE FUNCTION pgqueue.settle_new_dependencies() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue SET enable_seqscan = off AS $$
 DECLARE
     parent record;
 BEGIN
