@@ -82,6 +82,8 @@ APP_GRANTS: tuple[Grant, ...] = (
     Grant(("INSERT",), "TABLE", "jobs"),
     # RETURNING id; a dedup key's conflict check and its lookup of the job holding the key.
     Grant(("SELECT",), "TABLE", "jobs", columns=("id", "status", "dedup_key")),
+    # Jobs enqueued `after` others: their edges (settled by triggers that run as the schema's owner).
+    Grant(("INSERT",), "TABLE", "job_dependencies"),
     *_IDS_AND_VERSION,
 )
 
@@ -89,6 +91,7 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     _SCHEMA_USAGE,
     # Claims, acks, failures, rescue, cancel and retry-failed update; cron fires and handlers insert; pruning deletes.
     Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "jobs"),
+    Grant(("SELECT", "INSERT"), "TABLE", "job_dependencies"),  # a handler's parents; handlers enqueue `after`
     Grant(("SELECT", "INSERT", "UPDATE"), "TABLE", "schedules"),  # registered and advanced by every worker
     Grant(("SELECT", "INSERT", "DELETE"), "TABLE", "schedule_fires"),  # one row per fire; pruned
     Grant(("SELECT",), "TABLE", "queues"),  # a claim reads which queues are paused
