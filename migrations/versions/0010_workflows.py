@@ -171,13 +171,17 @@ $$
 """
 
 # Called for every job that finishes, so kept to a dispatch: no SET clauses (each costs a save and restore of the
-# setting per call); the functions it calls are schema-qualified and carry their own.
+# setting per call); the functions it calls are schema-qualified and carry their own. It runs as the role that
+# changed the job, which therefore needs SELECT on job_dependencies (the worker role has it, see store/grants.py).
 FINISHED_FUNCTION = """
 CREATE FUNCTION pgqueue.job_status_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.status IN ('completed', 'failed', 'cancelled') THEN
-        PERFORM pgqueue.resolve_dependents(NEW.id, NEW.status);
+        -- Most jobs have no dependents: one probe of the index on depends_on decides, without the call.
+        IF EXISTS (SELECT FROM pgqueue.job_dependencies WHERE depends_on = NEW.id) THEN
+            PERFORM pgqueue.resolve_dependents(NEW.id, NEW.status);
+        END IF;
     ELSIF current_setting('pgqueue.rearming', true) IS DISTINCT FROM 'on' THEN
         -- (set while rearm_dependents re-arms a whole chain itself)
         PERFORM pgqueue.rearm_dependents(NEW.id);
