@@ -16,13 +16,13 @@
 
 Release happens in a trigger on the jobs table rather than in each statement that finishes a job: every way a
 job finishes (the worker's batched acks, a failure, a rescue's last attempt, `cancel`, an UPDATE by hand) then
-releases or cancels its dependents in the same statement, and the worker's statements stay as they are. The
-trigger is a row trigger whose WHEN clause (evaluated without calling the function) picks only the rows whose
-status changes to or away from a finished one: a claim or a lease renewal never calls it. The functions run as
-their owner (SECURITY DEFINER) so that the application role needs no UPDATE on jobs to enqueue dependents, and
-with `enable_seqscan = off`: each of their statements looks rows up by key, and on a table whose statistics are
-stale (new, or just filled) the planner would otherwise scan job_dependencies once per level of a chain (measured:
-a 2,000-job chain cancelled in 5.8 s instead of well under one).
+releases or cancels its dependents in the same statement, and the worker's statements stay as they are. It is a
+statement trigger with transition tables: the parents one statement finishes are settled together, each dependent
+counted down once by their number. The functions run as their owner (SECURITY DEFINER) so that the application
+role needs no UPDATE on jobs to enqueue dependents, and with `enable_seqscan = off`: each of their statements
+looks rows up by key, and on a table whose statistics are stale (new, or just filled) the planner would otherwise
+scan job_dependencies once per level of a chain (measured: a 2,000-job chain cancelled in 5.8 s instead of well
+under one).
 
 Revision ID: 0010
 Revises: 0006
@@ -42,39 +42,60 @@ depends_on = None
 OLD_STATUSES = "'pending', 'running', 'completed', 'failed', 'cancelled'"
 NEW_STATUSES = "'pending', 'running', 'completed', 'failed', 'cancelled', 'waiting'"
 
-# A parent finished (completed, failed for good, or cancelled): settle its unresolved edges once each. Dependents
-# that count this outcome down are released when they reach 0 (and their queue is notified); dependents that
-# cannot run after a failure are cancelled, with every waiting job below them that would be cancelled in turn
-# (the closure is computed here, in one statement, so a chain of any length costs no deeper recursion: the
-# cancellations fire this trigger again one level down, where they find nothing left to cancel).
+# Parents finished (completed, failed for good, or cancelled), all those of one statement at once: settle their
+# unresolved edges once each. Each dependent is counted down once per statement by the number of its parents that
+# finished in it (one new row version, not one per parent: a fan-in of 10,000 parents would otherwise write 10,000
+# versions of the callback's row), in id order, and released at 0 (its queue is notified). Dependents that cannot
+# run after a failure are cancelled with every waiting job below them that would be cancelled in turn (the closure
+# is one recursive query, so a chain of any length costs no deeper recursion: the cancellations fire the trigger
+# again one level down, where they find nothing left to cancel).
 RESOLVE_FUNCTION = """
-CREATE FUNCTION pgqueue.resolve_dependents(parent_id bigint, outcome text) RETURNS void
+CREATE FUNCTION pgqueue.resolve_dependents(parents bigint[], outcomes text[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue SET enable_seqscan = off AS $$
 DECLARE
-    counted bigint[];
-    doomed bigint[];
+    counted_ids bigint[];
+    counted_ns int[];
+    doomed_ids bigint[];
+    doomed_causes bigint[];
+    doomed_outcomes text[];
     notified bigint;
-    reason text;
-    below_ids bigint[];
-    below_causes bigint[];
 BEGIN
-    WITH edges AS (
+    WITH finished AS (
+        SELECT * FROM unnest(parents, outcomes) AS finished(id, outcome)
+    ),
+    edges AS (
         UPDATE pgqueue.job_dependencies AS edge
-        SET parent_status = outcome, resolved_at = now()
-        WHERE edge.depends_on = parent_id AND edge.parent_status IS NULL
-        RETURNING edge.job_id, edge.on_failure
+        SET parent_status = finished.outcome, resolved_at = now()
+        FROM finished
+        WHERE edge.depends_on = finished.id AND edge.parent_status IS NULL
+        RETURNING edge.job_id, edge.depends_on, edge.on_failure, finished.outcome
+    ),
+    counted AS (
+        SELECT job_id, count(*)::int AS n
+        FROM edges
+        WHERE outcome = 'completed' OR on_failure = 'run'
+        GROUP BY job_id
+    ),
+    doomed AS (
+        SELECT DISTINCT ON (job_id) job_id, depends_on, outcome
+        FROM edges
+        WHERE outcome <> 'completed' AND on_failure = 'cancel'
+        ORDER BY job_id, depends_on
     )
-    SELECT array_agg(job_id ORDER BY job_id) FILTER (WHERE outcome = 'completed' OR on_failure = 'run'),
-           array_agg(job_id ORDER BY job_id) FILTER (WHERE outcome <> 'completed' AND on_failure = 'cancel')
-    INTO counted, doomed
-    FROM edges;
+    SELECT (SELECT array_agg(job_id ORDER BY job_id) FROM counted),
+           (SELECT array_agg(n ORDER BY job_id) FROM counted),
+           (SELECT array_agg(job_id ORDER BY job_id) FROM doomed),
+           (SELECT array_agg(depends_on ORDER BY job_id) FROM doomed),
+           (SELECT array_agg(outcome ORDER BY job_id) FROM doomed)
+    INTO counted_ids, counted_ns, doomed_ids, doomed_causes, doomed_outcomes;
 
-    IF counted IS NOT NULL THEN
+    IF counted_ids IS NOT NULL THEN
         WITH released AS (
             UPDATE pgqueue.jobs AS job
-            SET waiting_for = job.waiting_for - 1,
-                status = CASE WHEN job.waiting_for <= 1 THEN 'pending' ELSE 'waiting' END
-            WHERE job.id = ANY(counted) AND job.status = 'waiting'
+            SET waiting_for = job.waiting_for - counted.n,
+                status = CASE WHEN job.waiting_for <= counted.n THEN 'pending' ELSE 'waiting' END
+            FROM unnest(counted_ids, counted_ns) AS counted(id, n)
+            WHERE job.id = counted.id AND job.status = 'waiting'
             RETURNING job.queue, job.status
         )
         SELECT count(pg_notify('pgqueue_jobs', json_build_object('queue', queue, 'run_at', 0)::text))
@@ -82,31 +103,34 @@ BEGIN
         FROM (SELECT DISTINCT queue FROM released WHERE status = 'pending') AS woken;
     END IF;
 
-    IF doomed IS NOT NULL THEN
-        reason := format('cancelled: job %s, which it depends on, %s', parent_id,
-                         CASE outcome WHEN 'failed' THEN 'failed' ELSE 'was cancelled' END);
-        WITH RECURSIVE below(id, cause) AS (
-            SELECT unnest(doomed), parent_id
+    IF doomed_ids IS NOT NULL THEN
+        WITH RECURSIVE below(id, cause, origin, outcome) AS (
+            SELECT * FROM unnest(doomed_ids, doomed_causes, doomed_causes, doomed_outcomes)
             UNION
-            SELECT edge.job_id, below.id
+            SELECT edge.job_id, below.id, below.origin, below.outcome
             FROM below
             JOIN pgqueue.job_dependencies AS edge ON edge.depends_on = below.id
             JOIN pgqueue.jobs AS job ON job.id = edge.job_id
             WHERE edge.on_failure = 'cancel' AND edge.parent_status IS NULL AND job.status = 'waiting'
-        )
-        SELECT array_agg(id), array_agg(cause) INTO below_ids, below_causes FROM below;
-        -- (By id arrays, so that each statement is an index lookup whatever the size of the jobs table.)
-        WITH cancelled AS (
+        ),
+        chosen AS (  -- one cause per job (a job reached along several paths)
+            SELECT DISTINCT ON (id) id, cause, origin, outcome FROM below ORDER BY id, origin, cause
+        ),
+        -- (By id, so that each statement is an index lookup whatever the size of the jobs table.)
+        cancelled AS (
             UPDATE pgqueue.jobs AS job
-            SET status = 'cancelled', finished_at = now(), error = reason
-            WHERE job.id = ANY(below_ids) AND job.status = 'waiting'
+            SET status = 'cancelled', finished_at = now(),
+                error = format('cancelled: job %s, which it depends on, %s', chosen.origin,
+                               CASE chosen.outcome WHEN 'failed' THEN 'failed' ELSE 'was cancelled' END)
+            FROM chosen
+            WHERE job.id = chosen.id AND job.status = 'waiting'
             RETURNING job.id
         )
         UPDATE pgqueue.job_dependencies AS edge
         SET cancelled_dependent = true
-        FROM unnest(below_ids, below_causes) AS below(id, cause)
-        WHERE edge.job_id = below.id AND edge.depends_on = below.cause
-          AND below.id IN (SELECT id FROM cancelled);
+        FROM chosen
+        WHERE edge.job_id = chosen.id AND edge.depends_on = chosen.cause
+          AND chosen.id IN (SELECT id FROM cancelled);
     END IF;
 END
 $$
@@ -170,21 +194,44 @@ END
 $$
 """
 
-# Called for every job that finishes, so kept to a dispatch: no SET clauses (each costs a save and restore of the
-# setting per call); the functions it calls are schema-qualified and carry their own. It runs as the role that
-# changed the job, which therefore needs SELECT on job_dependencies (the worker role has it, see store/grants.py).
+# After every UPDATE of jobs (one call per statement, not per row): the rows whose status changed to a finished one
+# and that have dependents go to resolve_dependents together; the rows that left `failed`/`cancelled` for an
+# unfinished status go to rearm_dependents. A statement trigger because a row trigger would count a fan-in's
+# dependent down once per parent; and no column list (`UPDATE OF status`), which PostgreSQL does not allow with
+# transition tables. The claim and the lease renewals pay the capture of their rows and this one join (measured in
+# benchmarks/workflows.py). No SET clauses here (each costs a save and restore per call); the functions it calls are
+# schema-qualified and carry their own. It runs as the role that updated the job, which therefore needs SELECT on
+# job_dependencies (the worker role has it, see store/grants.py).
 FINISHED_FUNCTION = """
-CREATE FUNCTION pgqueue.job_status_changed() RETURNS trigger
+CREATE FUNCTION pgqueue.jobs_updated() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    finished_ids bigint[];
+    finished_outcomes text[];
+    reopened record;
 BEGIN
-    IF NEW.status IN ('completed', 'failed', 'cancelled') THEN
-        -- Most jobs have no dependents: one probe of the index on depends_on decides, without the call.
-        IF EXISTS (SELECT FROM pgqueue.job_dependencies WHERE depends_on = NEW.id) THEN
-            PERFORM pgqueue.resolve_dependents(NEW.id, NEW.status);
-        END IF;
-    ELSIF current_setting('pgqueue.rearming', true) IS DISTINCT FROM 'on' THEN
-        -- (set while rearm_dependents re-arms a whole chain itself)
-        PERFORM pgqueue.rearm_dependents(NEW.id);
+    SELECT array_agg(new_job.id ORDER BY new_job.id), array_agg(new_job.status ORDER BY new_job.id)
+    INTO finished_ids, finished_outcomes
+    FROM new_jobs AS new_job
+    JOIN old_jobs AS old_job ON old_job.id = new_job.id
+    WHERE new_job.status IN ('completed', 'failed', 'cancelled')
+      AND old_job.status IS DISTINCT FROM new_job.status
+      AND EXISTS (SELECT FROM pgqueue.job_dependencies AS edge WHERE edge.depends_on = new_job.id);
+    IF finished_ids IS NOT NULL THEN
+        PERFORM pgqueue.resolve_dependents(finished_ids, finished_outcomes);
+    END IF;
+    -- (set while rearm_dependents re-arms a whole chain itself)
+    IF current_setting('pgqueue.rearming', true) IS DISTINCT FROM 'on' THEN
+        FOR reopened IN
+            SELECT new_job.id
+            FROM new_jobs AS new_job
+            JOIN old_jobs AS old_job ON old_job.id = new_job.id
+            WHERE old_job.status IN ('failed', 'cancelled')
+              AND new_job.status NOT IN ('completed', 'failed', 'cancelled')
+            ORDER BY new_job.id
+        LOOP
+            PERFORM pgqueue.rearm_dependents(reopened.id);
+        END LOOP;
     END IF;
     RETURN NULL;
 END
@@ -193,11 +240,9 @@ $$
 
 FINISHED_TRIGGER = """
 CREATE TRIGGER jobs_settle_dependents
-AFTER UPDATE OF status ON pgqueue.jobs
-FOR EACH ROW
-WHEN (OLD.status IS DISTINCT FROM NEW.status
-      AND (NEW.status IN ('completed', 'failed', 'cancelled') OR OLD.status IN ('failed', 'cancelled')))
-EXECUTE FUNCTION pgqueue.job_status_changed()
+AFTER UPDATE ON pgqueue.jobs
+REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.jobs_updated()
 """
 
 # New edges whose parent has already finished are settled at once, as if the parent finished now. The parents are
@@ -208,19 +253,22 @@ EDGES_FUNCTION = """
 CREATE FUNCTION pgqueue.settle_new_dependencies() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pgqueue SET enable_seqscan = off AS $$
 DECLARE
-    parent record;
+    finished_ids bigint[];
+    finished_outcomes text[];
 BEGIN
-    FOR parent IN
+    SELECT array_agg(parent.id ORDER BY parent.id), array_agg(parent.status ORDER BY parent.id)
+    INTO finished_ids, finished_outcomes
+    FROM (
         SELECT job.id, job.status
         FROM pgqueue.jobs AS job
         WHERE job.id IN (SELECT depends_on FROM new_edges)
         ORDER BY job.id
         FOR SHARE OF job
-    LOOP
-        IF parent.status IN ('completed', 'failed', 'cancelled') THEN
-            PERFORM pgqueue.resolve_dependents(parent.id, parent.status);
-        END IF;
-    END LOOP;
+    ) AS parent
+    WHERE parent.status IN ('completed', 'failed', 'cancelled');
+    IF finished_ids IS NOT NULL THEN
+        PERFORM pgqueue.resolve_dependents(finished_ids, finished_outcomes);
+    END IF;
     RETURN NULL;
 END
 $$
@@ -274,9 +322,9 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER job_dependencies_settle_new ON pgqueue.job_dependencies")
     op.execute("DROP TRIGGER jobs_settle_dependents ON pgqueue.jobs")
     op.execute("DROP FUNCTION pgqueue.settle_new_dependencies()")
-    op.execute("DROP FUNCTION pgqueue.job_status_changed()")
+    op.execute("DROP FUNCTION pgqueue.jobs_updated()")
     op.execute("DROP FUNCTION pgqueue.rearm_dependents(bigint)")
-    op.execute("DROP FUNCTION pgqueue.resolve_dependents(bigint, text)")
+    op.execute("DROP FUNCTION pgqueue.resolve_dependents(bigint[], text[])")
     op.drop_table("job_dependencies", schema="pgqueue")
     op.drop_column("jobs", "waiting_for", schema="pgqueue")
     # Waiting jobs cannot be kept without their dependencies: they become pending (runnable) rather than lost.
