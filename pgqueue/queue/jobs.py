@@ -197,12 +197,16 @@ def parents_of(after: Iterable[ParentRef] | None, *, batch_size: int, position: 
     return list(parents)
 
 
+def check_policies(policies: Iterable[object]) -> None:
+    for policy in policies:
+        if policy not in ON_FAILURE:
+            raise InvalidJobError(f"on_failure must be 'cancel' or 'run', got {str(policy)[:40]!r}")
+
+
 def dependency_columns(parents: Sequence[Sequence[ParentRef]], on_failure: Sequence[str]) -> dict[str, list[Any]]:
     """The columns `insert_jobs_after` adds to a batch: each job's count of parents and the edges (positions
     1-based, as SQL's ordinality). Refuses a cycle among jobs of the batch, naming it, before any I/O."""
-    for policy in on_failure:
-        if policy not in ON_FAILURE:
-            raise InvalidJobError(f"on_failure must be 'cancel' or 'run', got {str(policy)[:40]!r}")
+    check_policies(on_failure)
     _refuse_cycles(parents)
     columns: dict[str, list[Any]] = {
         "waiting_for": [len(p) for p in parents],

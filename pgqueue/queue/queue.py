@@ -305,9 +305,12 @@ class Queue:
         columns = self._batch_columns(specs)
         if not specs:
             return _nothing
-        parents = [jobs.parents_of(spec.after, batch_size=len(specs), position=i) for i, spec in enumerate(specs)]
+        parents = [
+            jobs.parents_of(spec.after, batch_size=len(specs), position=i) if spec.after else []
+            for i, spec in enumerate(specs)
+        ]
         if not any(parents):
-            jobs.dependency_columns(parents, [spec.on_failure for spec in specs])  # the policies are checked too
+            jobs.check_policies(spec.on_failure for spec in specs)
             return _insert_batch(columns)
         columns.update(jobs.dependency_columns(parents, [spec.on_failure for spec in specs]))
         return _insert_after(columns)
@@ -393,8 +396,7 @@ def _dependent_one(
     """The plan for one job with parents, None when it has none (checked before any I/O)."""
     parents = jobs.parents_of(after, batch_size=1, position=0)
     if not parents:
-        if on_failure not in jobs.ON_FAILURE:
-            raise InvalidJobError(f"on_failure must be 'cancel' or 'run', got {str(on_failure)[:40]!r}")
+        jobs.check_policies([on_failure])
         return None
     if params["dedup_key"] is not None:
         raise InvalidJobError("dedup_key and after cannot be combined")
