@@ -194,12 +194,13 @@ END
 $$
 """
 
-# After every UPDATE of jobs (one call per statement, not per row): the rows whose status changed to a finished one
-# and that have dependents go to resolve_dependents together; the rows that left `failed`/`cancelled` for an
-# unfinished status go to rearm_dependents. A statement trigger because a row trigger would count a fan-in's
-# dependent down once per parent; and no column list (`UPDATE OF status`), which PostgreSQL does not allow with
-# transition tables. The claim and the lease renewals pay the capture of their rows and this one join (measured in
-# benchmarks/workflows.py). No SET clauses here (each costs a save and restore per call); the functions it calls are
+# After every UPDATE of jobs (one call per statement, not per row): the updated rows that are finished and have
+# unsettled edges go to resolve_dependents together; those unfinished again (retried) whose edges say they failed
+# or were cancelled go to rearm_dependents. The row's own edges tell both apart, so only the new rows are captured
+# (no OLD TABLE), and running rows are passed over at once. A statement trigger because a row trigger would count
+# a fan-in's dependent down once per parent (each a new version of its row); and with no column list (`UPDATE OF
+# status`), which PostgreSQL does not allow with transition tables. The cost for plain jobs is measured in
+# benchmarks/workflows.py. No SET clauses here (each costs a save and restore per call); the functions it calls are
 # schema-qualified and carry their own. It runs as the role that updated the job, which therefore needs SELECT on
 # job_dependencies (the worker role has it, see store/grants.py).
 FINISHED_FUNCTION = """
@@ -208,29 +209,34 @@ LANGUAGE plpgsql AS $$
 DECLARE
     finished_ids bigint[];
     finished_outcomes text[];
-    reopened record;
+    reopened_ids bigint[];
+    reopened bigint;
 BEGIN
-    SELECT array_agg(new_job.id ORDER BY new_job.id), array_agg(new_job.status ORDER BY new_job.id)
-    INTO finished_ids, finished_outcomes
-    FROM new_jobs AS new_job
-    JOIN old_jobs AS old_job ON old_job.id = new_job.id
-    WHERE new_job.status IN ('completed', 'failed', 'cancelled')
-      AND old_job.status IS DISTINCT FROM new_job.status
-      AND EXISTS (SELECT FROM pgqueue.job_dependencies AS edge WHERE edge.depends_on = new_job.id);
+    -- Running rows (claims, starts, lease renewals: most updates) are passed over without a look at the edges.
+    SELECT array_agg(changed.id ORDER BY changed.id) FILTER (WHERE changed.finished),
+           array_agg(changed.status ORDER BY changed.id) FILTER (WHERE changed.finished),
+           array_agg(changed.id ORDER BY changed.id) FILTER (WHERE NOT changed.finished)
+    INTO finished_ids, finished_outcomes, reopened_ids
+    FROM (
+        SELECT new_job.id, new_job.status, new_job.status IN ('completed', 'failed', 'cancelled') AS finished
+        FROM new_jobs AS new_job
+        WHERE new_job.status <> 'running'
+    ) AS changed
+    WHERE EXISTS (
+        SELECT FROM pgqueue.job_dependencies AS edge
+        WHERE edge.depends_on = changed.id
+          AND CASE WHEN changed.finished
+                   THEN edge.parent_status IS NULL  -- finished: edges to settle
+                   ELSE edge.parent_status IN ('failed', 'cancelled')  -- unfinished again: edges to re-arm
+              END
+    );
     IF finished_ids IS NOT NULL THEN
         PERFORM pgqueue.resolve_dependents(finished_ids, finished_outcomes);
     END IF;
     -- (set while rearm_dependents re-arms a whole chain itself)
-    IF current_setting('pgqueue.rearming', true) IS DISTINCT FROM 'on' THEN
-        FOR reopened IN
-            SELECT new_job.id
-            FROM new_jobs AS new_job
-            JOIN old_jobs AS old_job ON old_job.id = new_job.id
-            WHERE old_job.status IN ('failed', 'cancelled')
-              AND new_job.status NOT IN ('completed', 'failed', 'cancelled')
-            ORDER BY new_job.id
-        LOOP
-            PERFORM pgqueue.rearm_dependents(reopened.id);
+    IF reopened_ids IS NOT NULL AND current_setting('pgqueue.rearming', true) IS DISTINCT FROM 'on' THEN
+        FOREACH reopened IN ARRAY reopened_ids LOOP
+            PERFORM pgqueue.rearm_dependents(reopened);
         END LOOP;
     END IF;
     RETURN NULL;
@@ -241,7 +247,7 @@ $$
 FINISHED_TRIGGER = """
 CREATE TRIGGER jobs_settle_dependents
 AFTER UPDATE ON pgqueue.jobs
-REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+REFERENCING NEW TABLE AS new_jobs
 FOR EACH STATEMENT EXECUTE FUNCTION pgqueue.jobs_updated()
 """
 

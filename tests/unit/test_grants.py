@@ -25,7 +25,7 @@ def test_every_table_is_covered() -> None:
     worker_tables = {grant.name for grant in grants.WORKER_GRANTS if grant.kind == "TABLE"}
     assert worker_tables == tables
     app_tables = {grant.name for grant in grants.APP_GRANTS if grant.kind == "TABLE"}
-    assert app_tables == {"jobs", "alembic_version"}
+    assert app_tables == {"jobs", "job_dependencies", "alembic_version"}
     for role_grants in (grants.APP_GRANTS, grants.WORKER_GRANTS):
         assert {g.object_name for g in role_grants if g.kind != "TABLE"} == {
             "pgqueue",
