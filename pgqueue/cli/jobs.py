@@ -28,6 +28,14 @@ def enqueue(
     run_at: Annotated[str | None, typer.Option("--run-at", help="Run at this ISO 8601 time (with offset).")] = None,
     priority: Annotated[int | None, typer.Option(min=INT_MIN, max=INT_MAX, help="Higher runs first.")] = None,
     max_attempts: Annotated[int | None, typer.Option(min=1, max=INT_MAX, help="Attempts before the job fails.")] = None,
+    after: Annotated[
+        list[int] | None,
+        typer.Option("--after", **JOB_ID_RANGE, help="Wait until this job has completed (repeatable)."),
+    ] = None,
+    on_failure: Annotated[
+        str,
+        typer.Option("--on-failure", help="With --after, when a parent fails or is cancelled: cancel or run."),
+    ] = "cancel",
     app_spec: Annotated[
         str | None,
         typer.Option("--app", "-a", envvar="PGQUEUE_APP", help="Your Queue's module: checks the task and args."),
@@ -58,8 +66,9 @@ def enqueue(
     the_queue.dsn = dsn_for(dsn, the_queue.configured_dsn)
     try:
         job_id = the_queue.enqueue(
-            task, parsed_args, queue=queue, delay=delay_value, run_at=when, priority=priority, max_attempts=max_attempts
-        )
+            task, parsed_args, queue=queue, delay=delay_value, run_at=when, priority=priority,
+            max_attempts=max_attempts, after=after, on_failure=on_failure,
+        )  # fmt: skip
     finally:
         the_queue.close()
     typer.echo(job_id)

@@ -186,3 +186,28 @@ def test_a_burst_worker_leaves_jobs_waiting_on_a_parent_not_due(wf: Queue, dsn: 
     child = wf.enqueue("wf_step", {"step": "child"}, after=[parent])
     burst(dsn)  # exits: nothing is runnable
     assert (status(db, parent), status(db, child)) == ("pending", "waiting")
+
+
+def test_cli_enqueue_after(dsn: str, db: psycopg.Connection) -> None:
+    from tests.integration.test_workflows import pgqueue
+
+    parent = pgqueue(dsn, "enqueue", "wf_step", "--args", '{"step": "p"}', "--app", "tests.apps.workflow_app")
+    assert parent.returncode == 0, parent.stderr
+    parent_id = int(parent.stdout)
+    child = pgqueue(
+        dsn, "enqueue", "wf_step", "--args", '{"step": "c"}', "--after", str(parent_id), "--on-failure", "run",
+        "--app", "tests.apps.workflow_app",
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert status(db, int(child.stdout)) == "waiting"
+    for bad, message in (
+        (["--after", "987654"], "error: job 987654 does not exist"),
+        (["--after", str(parent_id), "--on-failure", "sometimes"], "error: on_failure must be 'cancel' or 'run'"),
+    ):
+        refused = pgqueue(
+            dsn, "enqueue", "wf_step", "--args", '{"step": "x"}', *bad, "--app", "tests.apps.workflow_app"
+        )
+        assert refused.returncode == 1
+        assert refused.stderr.startswith(message) and refused.stderr.count("\n") == 1, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert db.execute("SELECT count(*) FROM pgqueue.jobs").fetchone() == (2,)
