@@ -63,7 +63,7 @@ def _pgbench(dsn: str, script: str, args: list[str]) -> float:
 
 
 def _fill(conn: psycopg.Connection[Any], rows: int) -> None:
-    conn.execute("TRUNCATE pgqueue.jobs")
+    conn.execute("TRUNCATE pgqueue.jobs CASCADE")
     conn.execute(
         "INSERT INTO pgqueue.jobs (task, args) SELECT 'noop', jsonb_build_object('n', i) FROM generate_series(1, %s) i",
         (rows,),
@@ -92,9 +92,9 @@ def run(dsn: str, rows: int, batches: tuple[int, ...] = (16, 100), clients: tupl
                 if remaining:
                     raise RuntimeError(f"pgbench claim/complete left {remaining} jobs unfinished")
                 results[f"claim_complete_batch{batch}_clients{client_count}_rows_per_s"] = tps * batch
-        conn.execute("TRUNCATE pgqueue.jobs")
+        conn.execute("TRUNCATE pgqueue.jobs CASCADE")
         results["insert_one_per_tx_clients1_per_s"] = _pgbench(dsn, insert_script(), ["-c", "1", "-T", "5"])
-        conn.execute("TRUNCATE pgqueue.jobs")
+        conn.execute("TRUNCATE pgqueue.jobs CASCADE")
         results.update(_trivial_insert(conn, dsn))
     return results
 

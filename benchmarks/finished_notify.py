@@ -25,7 +25,7 @@ from pgqueue.store import migrate
 
 def drain(dsn: str, jobs: int, concurrency: int, trigger: bool) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE pgqueue.jobs")
+        conn.execute("TRUNCATE pgqueue.jobs CASCADE")
         state = "ENABLE" if trigger else "DISABLE"
         conn.execute(f"ALTER TABLE pgqueue.jobs {state} TRIGGER jobs_notify_finished")
     queue = Queue(dsn)

@@ -58,7 +58,7 @@ class Pgqueue(Target):
         upgrade(dsn)
 
     def reset(self, conn: Any) -> None:
-        conn.execute("TRUNCATE pgqueue.jobs")
+        conn.execute("TRUNCATE pgqueue.jobs CASCADE")
 
     @asynccontextmanager
     async def client(self, dsn: str) -> AsyncIterator[PgqueueClient]:

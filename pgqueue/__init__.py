@@ -14,16 +14,18 @@ from pgqueue.errors import (
     Snooze,
     UnknownTaskError,
 )
-from pgqueue.queue import Backoff, Fixed, JobSpec, Queue, Task
+from pgqueue.queue import Backoff, Batch, Fixed, InBatch, JobSpec, Queue, Task
 from pgqueue.settings import WorkerSettings
 from pgqueue.worker import JobContext, Worker, current_job
 
 __all__ = [
     "Backoff",
+    "Batch",
     "CronError",
     "DatabaseUnavailableError",
     "Discard",
     "Fixed",
+    "InBatch",
     "InvalidJobError",
     "JobCancelled",
     "JobContext",

@@ -47,6 +47,14 @@ def enqueue(
     meta: Annotated[
         str | None, typer.Option("--meta", help="What the job is about, a JSON object: '{\"order_id\": 42}'.")
     ] = None,
+    after: Annotated[
+        list[int] | None,
+        typer.Option("--after", **JOB_ID_RANGE, help="Wait until this job has completed (repeatable)."),
+    ] = None,
+    on_failure: Annotated[
+        str,
+        typer.Option("--on-failure", help="With --after, when a parent fails or is cancelled: cancel or run."),
+    ] = "cancel",
     app_spec: Annotated[
         str | None,
         typer.Option("--app", "-a", envvar="PGQUEUE_APP", help="Your Queue's module: checks the task and args."),
@@ -78,15 +86,9 @@ def enqueue(
     the_queue.dsn = dsn_for(dsn, the_queue.configured_dsn)
     try:
         job_id = the_queue.enqueue(
-            task,
-            parsed_args,
-            queue=queue,
-            delay=delay_value,
-            run_at=when,
-            priority=priority,
-            max_attempts=max_attempts,
-            meta=meta_value,
-        )
+            task, parsed_args, queue=queue, delay=delay_value, run_at=when, priority=priority,
+            max_attempts=max_attempts, meta=meta_value, after=after, on_failure=on_failure,
+        )  # fmt: skip
     finally:
         the_queue.close()
     typer.echo(job_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +21,23 @@ COPY_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "metas"
 BATCH_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "run_ats", "delays", "metas")
 # A job's meta says what it is about (an order id, a tenant): small by nature, and indexed.
 MAX_META_BYTES = 8_192
+# Workflows: what a dependent does when a parent failed for good or was cancelled.
+ON_FAILURE = ("cancel", "run")
+# Parents of one job: each is an edge row and a countdown of the dependent's row, and all are named in one
+# statement; beyond this a fan-in is better written as batches of batches.
+MAX_PARENTS = 100_000
+BIGINT_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class InBatch:
+    """A parent named by its position in the same `enqueue_many` call (`after=[InBatch(0)]`): its id is not
+    known before the call."""
+
+    index: int
+
+
+ParentRef = int | InBatch
 
 
 @dataclass(frozen=True)
@@ -35,6 +52,8 @@ class JobSpec:
     priority: int | None = None
     max_attempts: int | None = None
     meta: dict[str, Any] | None = None
+    after: Sequence[ParentRef] = ()  # job ids, or InBatch(i) for a job of the same call
+    on_failure: str = "cancel"  # "cancel" or "run": when a parent failed for good or was cancelled
 
 
 def job_params(
@@ -245,3 +264,82 @@ def _as_timedelta(delay: timedelta | float | None) -> timedelta:
     except OverflowError:
         raise InvalidJobError(too_far) from None
     return value
+
+
+def parents_of(after: Iterable[ParentRef] | None, *, batch_size: int, position: int) -> list[ParentRef]:
+    """The parents of the job at `position` of a call enqueueing `batch_size` jobs, checked, duplicates dropped."""
+    if after is None:
+        return []
+    if isinstance(after, int | InBatch | str | bytes):
+        raise InvalidJobError("after must be a list of job ids")
+    parents: dict[ParentRef, None] = {}
+    for parent in after:
+        if isinstance(parent, InBatch):
+            if not isinstance(parent.index, int) or isinstance(parent.index, bool):
+                raise InvalidJobError(f"InBatch index must be an int, got {parent.index!r}")
+            if not 0 <= parent.index < batch_size:
+                raise InvalidJobError(f"InBatch({parent.index}) names no job of this call ({batch_size} jobs)")
+            if parent.index == position:
+                raise InvalidJobError(f"job {position} of this call cannot depend on itself")
+        elif isinstance(parent, bool) or not isinstance(parent, int):
+            raise InvalidJobError(f"after takes job ids (ints), got {type(parent).__name__}: {str(parent)[:40]!r}")
+        elif not 1 <= parent <= BIGINT_MAX:
+            raise InvalidJobError(f"job {parent} does not exist: nothing was enqueued")
+        parents[parent] = None
+        if len(parents) > MAX_PARENTS:
+            raise InvalidJobError(f"a job can depend on at most {MAX_PARENTS:,} jobs")
+    return list(parents)
+
+
+def check_policies(policies: Iterable[object]) -> None:
+    for policy in policies:
+        if policy not in ON_FAILURE:
+            raise InvalidJobError(f"on_failure must be 'cancel' or 'run', got {str(policy)[:40]!r}")
+
+
+def dependency_columns(parents: Sequence[Sequence[ParentRef]], on_failure: Sequence[str]) -> dict[str, list[Any]]:
+    """The columns `insert_jobs_after` adds to a batch: each job's count of parents and the edges (positions
+    1-based, as SQL's ordinality). Refuses a cycle among jobs of the batch, naming it, before any I/O."""
+    check_policies(on_failure)
+    _refuse_cycles(parents)
+    columns: dict[str, list[Any]] = {
+        "waiting_for": [len(p) for p in parents],
+        "edge_children": [],
+        "edge_parent_ids": [],
+        "edge_parent_indexes": [],
+        "edge_on_failure": [],
+    }
+    for position, (job_parents, policy) in enumerate(zip(parents, on_failure, strict=True), start=1):
+        for parent in job_parents:
+            columns["edge_children"].append(position)
+            columns["edge_parent_ids"].append(None if isinstance(parent, InBatch) else parent)
+            columns["edge_parent_indexes"].append(parent.index + 1 if isinstance(parent, InBatch) else None)
+            columns["edge_on_failure"].append(policy)
+    return columns
+
+
+def _refuse_cycles(parents: Sequence[Sequence[ParentRef]]) -> None:
+    """Jobs of one call that depend on each other in a circle would wait for ever: find one, walking without
+    recursion (a chain of 100,000 must not exhaust the stack)."""
+    edges = [[p.index for p in job_parents if isinstance(p, InBatch)] for job_parents in parents]
+    if all(all(index < position for index in refs) for position, refs in enumerate(edges)):
+        return  # every job names only earlier ones: no cycle possible (chains and batches are so)
+    state = [0] * len(edges)  # 0 unseen, 1 on the current path, 2 done
+    for start in range(len(edges)):
+        if state[start]:
+            continue
+        path, stack = [start], [iter(edges[start])]
+        state[start] = 1
+        while stack:
+            following = next(stack[-1], None)
+            if following is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state[following] == 1:
+                loop = [*path[path.index(following) :], following]
+                shown = " -> ".join(str(i) for i in loop[:10]) + (" -> ..." if len(loop) > 10 else "")
+                raise InvalidJobError(f"jobs of this call depend on each other in a cycle: {shown}")
+            elif state[following] == 0:
+                state[following] = 1
+                path.append(following)
+                stack.append(iter(edges[following]))

@@ -9,13 +9,14 @@ import inspect
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, overload
 
 from pgqueue.cron.schedule import Schedule, declare
 from pgqueue.errors import InvalidJobError, JobNotFoundError, UnknownTaskError
 from pgqueue.queue import jobs
-from pgqueue.queue.jobs import JobSpec
+from pgqueue.queue.jobs import InBatch, JobSpec, ParentRef
 from pgqueue.queue.limits import Limit, check_concurrency, check_queue_name
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
 from pgqueue.queue.tasks import Task, exception_classes
@@ -23,13 +24,22 @@ from pgqueue.settings import resolve_dsn
 from pgqueue.store import admin, results, statements
 from pgqueue.store import limits as limit_store
 from pgqueue.store.database import Database
-from pgqueue.store.rows import DrainedJob, EnqueuedJob
+from pgqueue.store.rows import DrainedJob, EnqueuedJob, Parent
 from pgqueue.store.run import Plan, fetch
 from pgqueue.store.schema import JOB_STATUSES
 
 DEFAULT_QUEUE = "default"
 # The job holding a dedup key may finish between the insert's two looks: then insert again, this many times.
 DEDUP_TRIES = 3
+JobLike = JobSpec | tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What `Queue.batch` enqueued: the batch's jobs, in order, and the callback that runs after all of them."""
+
+    ids: list[int]
+    callback: int
 
 
 class Queue:
@@ -254,6 +264,8 @@ class Queue:
         debounce: timedelta | float | None = None,
         debounce_max_wait: timedelta | float | None = None,
         meta: dict[str, Any] | None = None,
+        after: Iterable[int] | None = None,
+        on_failure: str = "cancel",
     ) -> int:
         """Insert one job and return its id.
 
@@ -266,12 +278,17 @@ class Queue:
         default 10 x debounce, after its first enqueue) and its id returned.
         `meta` (a small dict: an order id, a tenant) is stored with the job and indexed, so that
         `WHERE meta @> '{"order_id": 42}'` finds an order's jobs whatever their args.
+        With `after` (job ids), the job waits until all of them have completed; `on_failure` says what it does
+        when one fails for good or is cancelled: "cancel" (itself, and its own dependents) or "run" anyway.
         """
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
             dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
             meta=meta,
         )  # fmt: skip
+        dependent = _dependent_one(params, after, on_failure)
+        if dependent is not None:
+            return self._database.run(dependent, connection)[0]
         return self._database.run(_insert_one(params), connection)
 
     async def enqueue_async(
@@ -290,6 +307,8 @@ class Queue:
         debounce: timedelta | float | None = None,
         debounce_max_wait: timedelta | float | None = None,
         meta: dict[str, Any] | None = None,
+        after: Iterable[int] | None = None,
+        on_failure: str = "cancel",
     ) -> int:
         """`enqueue` for asyncio code: psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession."""
         params = self.job_params(
@@ -297,20 +316,63 @@ class Queue:
             dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
             meta=meta,
         )  # fmt: skip
+        dependent = _dependent_one(params, after, on_failure)
+        if dependent is not None:
+            return (await self._database.run_async(dependent, connection))[0]
         return await self._database.run_async(_insert_one(params), connection)
 
-    def enqueue_many(
-        self, jobs: Iterable[JobSpec | tuple[str, dict[str, Any]]], *, connection: Any = None
-    ) -> list[int]:
-        """Insert a batch of jobs in one statement (all or none); returns their ids in order."""
-        columns = self._batch_columns(jobs)
-        return self._database.run(_insert_batch(columns), connection) if columns["tasks"] else []
+    def enqueue_many(self, jobs: Iterable[JobLike], *, connection: Any = None) -> list[int]:
+        """Insert a batch of jobs in one statement (all or none); returns their ids in order.
 
-    async def enqueue_many_async(
-        self, jobs: Iterable[JobSpec | tuple[str, dict[str, Any]]], *, connection: Any = None
-    ) -> list[int]:
-        columns = self._batch_columns(jobs)
-        return await self._database.run_async(_insert_batch(columns), connection) if columns["tasks"] else []
+        A JobSpec's `after` may name existing jobs by id and jobs of this call by position (`InBatch(i)`)."""
+        return self._database.run(self._many(jobs), connection)
+
+    async def enqueue_many_async(self, jobs: Iterable[JobLike], *, connection: Any = None) -> list[int]:
+        return await self._database.run_async(self._many(jobs), connection)
+
+    def chain(self, *jobs: JobLike, connection: Any = None) -> list[int]:
+        """Jobs that run one after the other: each waits for the previous one to complete (one statement).
+        Returns their ids in order; a job reads its parent's result with `current_job().parent_results()`."""
+        return self._database.run(self._many(_chained(jobs)), connection)
+
+    async def chain_async(self, *jobs: JobLike, connection: Any = None) -> list[int]:
+        return await self._database.run_async(self._many(_chained(jobs)), connection)
+
+    def batch(self, jobs: Iterable[JobLike], *, on_complete: JobLike, connection: Any = None) -> Batch:
+        """Jobs and a callback that runs once after every one of them has finished, whatever the outcome
+        (`current_job().parents()` tells it how each went). One statement."""
+        specs = _with_callback(jobs, on_complete)
+        ids = self._database.run(self._many(specs), connection)
+        return Batch(ids=ids[:-1], callback=ids[-1])
+
+    async def batch_async(self, jobs: Iterable[JobLike], *, on_complete: JobLike, connection: Any = None) -> Batch:
+        specs = _with_callback(jobs, on_complete)
+        ids = await self._database.run_async(self._many(specs), connection)
+        return Batch(ids=ids[:-1], callback=ids[-1])
+
+    def parents(self, job_id: int) -> list[Parent]:
+        """The jobs `job_id` depends on, with their status (and result or error) now."""
+        return self._database.run(_parents(job_id))
+
+    async def parents_async(self, job_id: int) -> list[Parent]:
+        return await self._database.run_async(_parents(job_id))
+
+    def _many(self, batch: Iterable[JobLike]) -> Callable[[bool], Plan[list[int]]]:
+        """The plan for a batch: plain (INSERT or COPY) or, when any job has parents, with its edges. Every
+        job is checked before any I/O."""
+        specs = [_spec(job) for job in batch]
+        columns = self._batch_columns(specs)
+        if not specs:
+            return _nothing
+        parents = [
+            jobs.parents_of(spec.after, batch_size=len(specs), position=i) if spec.after else []
+            for i, spec in enumerate(specs)
+        ]
+        if not any(parents):
+            jobs.check_policies(spec.on_failure for spec in specs)
+            return _insert_batch(columns)
+        columns.update(jobs.dependency_columns(parents, [spec.on_failure for spec in specs]))
+        return _insert_after(columns)
 
     def _batch_columns(self, specs: Iterable[JobSpec | tuple[str, dict[str, Any]]]) -> dict[str, list[Any]]:
         def params(job: JobSpec | tuple[str, dict[str, Any]]) -> dict[str, Any]:
@@ -505,3 +567,55 @@ def _insert_batch(columns: dict[str, list[Any]]) -> Callable[[bool], Plan[list[i
         return inserted
 
     return plan
+
+
+def _dependent_one(
+    params: dict[str, Any], after: Iterable[int] | None, on_failure: str
+) -> Callable[[bool], Plan[list[int]]] | None:
+    """The plan for one job with parents, None when it has none (checked before any I/O)."""
+    parents = jobs.parents_of(after, batch_size=1, position=0)
+    if not parents:
+        jobs.check_policies([on_failure])
+        return None
+    if params["dedup_key"] is not None:
+        raise InvalidJobError("dedup_key and after cannot be combined")
+    columns = jobs.batch_columns([params])
+    columns.update(jobs.dependency_columns([parents], [on_failure]))
+    return _insert_after(columns)
+
+
+def _insert_after(columns: dict[str, list[Any]]) -> Callable[[bool], Plan[list[int]]]:
+    def plan(can_copy: bool) -> Plan[list[int]]:
+        inserted: list[int] = yield statements.insert_jobs_after(columns)
+        return inserted
+
+    return plan
+
+
+def _nothing(can_copy: bool) -> Plan[list[int]]:
+    return []
+    yield  # a plan that sends nothing
+
+
+def _parents(job_id: int) -> Callable[[bool], Plan[list[Parent]]]:
+    def plan(can_copy: bool) -> Plan[list[Parent]]:
+        found: list[Parent] = yield statements.job_parents(job_id)
+        return found
+
+    return plan
+
+
+def _spec(job: JobLike) -> JobSpec:
+    return job if isinstance(job, JobSpec) else JobSpec(task=job[0], args=job[1])
+
+
+def _chained(jobs: Sequence[JobLike]) -> list[JobSpec]:
+    specs = [_spec(job) for job in jobs]
+    return [spec if i == 0 else replace(spec, after=[*spec.after, InBatch(i - 1)]) for i, spec in enumerate(specs)]
+
+
+def _with_callback(jobs: Iterable[JobLike], on_complete: JobLike) -> list[JobSpec]:
+    specs = [_spec(job) for job in jobs]
+    callback = _spec(on_complete)
+    refs: list[ParentRef] = [InBatch(i) for i in range(len(specs))]
+    return [*specs, replace(callback, after=[*callback.after, *refs], on_failure="run")]

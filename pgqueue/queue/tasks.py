@@ -21,6 +21,10 @@ class Enqueuer(Protocol):
 
     async def enqueue_async(self, task: str, args: dict[str, Any] | None = None, **options: Any) -> int: ...
 
+    def parents(self, job_id: int) -> list[Any]: ...
+
+    async def parents_async(self, job_id: int) -> list[Any]: ...
+
 
 @dataclass(eq=False)
 class Task:

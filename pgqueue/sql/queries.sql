@@ -508,11 +508,12 @@ ORDER BY d.id;
 
 -- name: cancel_jobs
 -- Pending jobs are cancelled outright; running ones are marked cancelled and their worker, told
--- by NOTIFY (or its next heartbeat), stops the handler. A cancelled job is never retried.
+-- by NOTIFY (or its next heartbeat), stops the handler. A cancelled job is never retried. Waiting jobs (with
+-- parents not finished) are cancelled too; the trigger of migration 0010 then cancels their own dependents.
 WITH cancelled AS (
     UPDATE pgqueue.jobs
     SET status = 'cancelled', finished_at = now(), lease_expires_at = NULL
-    WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'running', 'held')
+    WHERE id = ANY(%(ids)s::bigint[]) AND status IN ('pending', 'running', 'held', 'waiting')
     RETURNING id, worker_id
 )
 SELECT id, worker_id, pg_notify('pgqueue_cancel', json_build_object('id', id)::text)::text AS notified

@@ -3,6 +3,7 @@ worker) reports when the schema is missing or behind the code, or the database c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,7 +11,13 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import PoolTimeout
 
-from pgqueue.errors import DatabaseUnavailableError, PgQueueError, SchemaMissingError, SchemaOutdatedError
+from pgqueue.errors import (
+    DatabaseUnavailableError,
+    InvalidJobError,
+    PgQueueError,
+    SchemaMissingError,
+    SchemaOutdatedError,
+)
 from pgqueue.text import first_line
 
 # A statement of this code names a table, column or function a migration of this code adds: the database has
@@ -27,6 +34,22 @@ def schema_error(exc: BaseException) -> PgQueueError | None:
     return None
 
 
+_KEY = re.compile(r"\(depends_on\)=\((-?\d+)\)")
+
+
+def dependency_error(exc: BaseException) -> InvalidJobError | None:
+    """A job enqueued with `after` naming a job that does not exist (or itself): the statement inserted nothing."""
+    diag = getattr(exc, "diag", None)
+    constraint = diag.constraint_name if diag is not None else None
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation) and constraint == "job_dependencies_depends_on_fkey":
+        found = _KEY.search(diag.message_detail or "") if diag is not None else None
+        which = f"job {found.group(1)}" if found else "a job named in after"
+        return InvalidJobError(f"{which} does not exist (never enqueued, or finished and pruned): nothing was enqueued")
+    if isinstance(exc, psycopg.errors.CheckViolation) and constraint == "job_dependencies_not_itself":
+        return InvalidJobError("a job cannot depend on itself: nothing was enqueued")
+    return None
+
+
 def unavailable(exc: BaseException) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(f"database unavailable: {first_line(exc)}")
 
@@ -38,7 +61,7 @@ def translate(exc: BaseException) -> PgQueueError | None:
         return mapped
     if isinstance(exc, psycopg.OperationalError | PoolTimeout):
         return unavailable(exc)
-    return None
+    return dependency_error(exc)
 
 
 @contextmanager

@@ -92,6 +92,11 @@ APP_GRANTS: tuple[Grant, ...] = (
     ),
     # Debounce updates the pending job of its key in place: new args and meta, run_at pushed.
     Grant(("UPDATE",), "TABLE", "jobs", columns=("args", "run_at", "meta")),
+    # Jobs enqueued `after` others: their edges (settled by triggers that run as the schema's owner).
+    Grant(("INSERT",), "TABLE", "job_dependencies"),
+    # A debounced enqueue updates its pending job: the workflow trigger (run as the updating role) looks whether
+    # the job has dependents to settle.
+    Grant(("SELECT",), "TABLE", "job_dependencies", columns=("depends_on", "parent_status")),
     *_IDS_AND_VERSION,
 )
 
@@ -99,6 +104,7 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     _SCHEMA_USAGE,
     # Claims, acks, failures, rescue, cancel and retry-failed update; cron fires and handlers insert; pruning deletes.
     Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "jobs"),
+    Grant(("SELECT", "INSERT"), "TABLE", "job_dependencies"),  # a handler's parents; handlers enqueue `after`
     Grant(("SELECT", "INSERT", "UPDATE"), "TABLE", "schedules"),  # registered and advanced by every worker
     Grant(("SELECT", "INSERT", "DELETE"), "TABLE", "schedule_fires"),  # one row per fire; pruned
     Grant(("SELECT",), "TABLE", "queues"),  # a claim reads which queues are paused

@@ -6,6 +6,7 @@ dataclass (as before the store existed), built once per claimed job; statements 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -289,3 +290,20 @@ class ErrorEntry(NamedTuple):
     worker: str | None
     counted: str | None
     raw: str | None
+
+
+class Parent(NamedTuple):
+    """A job's parent (workflows): its outcome so far, and its result as JSON text when it completed with one.
+    `resolved` is true once it has finished as far as the dependent is concerned."""
+
+    id: int
+    task: str
+    status: str
+    result_json: str | None
+    error: str | None
+    resolved: bool
+
+    @property
+    def result(self) -> Any:
+        """The parent's stored result (None when it returned none or has not completed)."""
+        return None if self.result_json is None else json.loads(self.result_json)

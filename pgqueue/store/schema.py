@@ -38,6 +38,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"  # attempts used up, or a permanent error; kept for retry-failed
     CANCELLED = "cancelled"
     HELD = "held"  # due, but a concurrency limit is full: parked until a slot frees (migration 0008)
+    WAITING = "waiting"  # has parents not finished yet (pgqueue.job_dependencies); never claimed
 
 
 JOB_STATUSES = tuple(status.value for status in JobStatus)
@@ -110,6 +111,13 @@ jobs = Table(
     Column("snoozes", Integer, nullable=False, server_default="0", comment="times its handler snoozed"),
     Column("debounce_key", Text, comment="at most one pending job per key; a later enqueue updates it"),
     Column("meta", JSONB, comment="what the job is about, given at enqueue (order id, tenant)"),  # migration 0011
+    Column(
+        "waiting_for",
+        Integer,
+        nullable=False,
+        server_default="0",
+        comment="parents not finished yet (while waiting)",
+    ),
     # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
     Index(
         "jobs_claim_idx",
@@ -168,6 +176,23 @@ jobs = Table(
         postgresql_ops={"meta": "jsonb_path_ops"},
         postgresql_where=text("meta IS NOT NULL"),
     ),
+)
+
+# A job's parents (migration 0010): one row per edge, `parent_status` set once the parent finished. The triggers
+# of migration 0010 release (or cancel) a dependent when its parents finish; see docs/state-machine.md.
+job_dependencies = Table(
+    "job_dependencies",
+    metadata,
+    Column("job_id", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("depends_on", BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("on_failure", Text, nullable=False, server_default="cancel"),
+    Column("parent_status", Text, comment="the parent's outcome once it finished; null before"),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("cancelled_dependent", Boolean, nullable=False, server_default=text("false")),
+    PrimaryKeyConstraint("job_id", "depends_on", name="job_dependencies_pkey"),
+    CheckConstraint("job_id <> depends_on", name="job_dependencies_not_itself"),
+    CheckConstraint("on_failure IN ('cancel', 'run')", name="job_dependencies_on_failure_check"),
+    Index("job_dependencies_parent_idx", "depends_on"),
 )
 
 schedules = Table(

@@ -77,6 +77,15 @@ def insert_jobs(columns: Mapping[str, list[Any]]) -> Query[int]:
     return Query(QUERIES["insert_jobs"], columns, int)
 
 
+def insert_jobs_after(columns: Mapping[str, list[Any]]) -> Query[int]:
+    """A batch with dependencies (parallel arrays of jobs and of edges, see workflows.sql), one statement."""
+    return Query(QUERIES["insert_jobs_after"], columns, int)
+
+
+def job_parents(job_id: int) -> Query[rows.Parent]:
+    return Query(QUERIES["job_parents"], {"job_id": job_id}, rows.Parent)
+
+
 def reserve_job_ids(count: int) -> Query[int]:
     return Query(QUERIES["reserve_job_ids"], {"count": count}, int)
 

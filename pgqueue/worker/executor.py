@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pgqueue.errors import Discard, InvalidJobError, Snooze, snooze_seconds
-from pgqueue.queue.tasks import Task
+from pgqueue.queue.tasks import Enqueuer, Task
 from pgqueue.text import clip
 
 # Stored per attempt in jobs.errors and written to the log: bounded, whatever a handler raises.
@@ -38,6 +38,8 @@ class JobContext:
     # A plain flag, not a threading.Event: reading it from a handler thread is safe, and it costs nothing
     # per job (an Event per job was a measurable share of a no-op job's cost).
     _cancelled: bool = field(default=False, init=False, repr=False)
+    # The job's Queue, which reads its parents (workflows) on its own connections when asked.
+    _queue: Enqueuer | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
@@ -50,6 +52,26 @@ class JobContext:
 
     def cancel(self) -> None:
         self._cancelled = True
+
+    def parents(self) -> list[Any]:
+        """The jobs this one was enqueued `after` (pgqueue.store.rows.Parent: id, task, status, result, error),
+        read now. One query on the Queue's own connection: from an async handler use `parents_async`."""
+        return self._reader().parents(self.id)
+
+    async def parents_async(self) -> list[Any]:
+        return await self._reader().parents_async(self.id)
+
+    def parent_results(self) -> dict[int, Any]:
+        """The stored results of the parents that completed, by job id (a chain's previous job: one entry)."""
+        return {parent.id: parent.result for parent in self.parents() if parent.status == "completed"}
+
+    async def parent_results_async(self) -> dict[int, Any]:
+        return {parent.id: parent.result for parent in await self.parents_async() if parent.status == "completed"}
+
+    def _reader(self) -> Enqueuer:
+        if self._queue is None:
+            raise LookupError(f"job {self.id}: its task is not registered on a Queue, which reads its parents")
+        return self._queue
 
 
 _current_job: contextvars.ContextVar[JobContext] = contextvars.ContextVar("pgqueue_current_job")

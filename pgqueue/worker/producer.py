@@ -55,6 +55,7 @@ class Producer:
         self._due_unknown = True  # _next_due may have missed jobs (start, poll, LISTEN reconnect, a due time)
         self._next_poll = 0.0
         self._burst_rescued = False  # a burst worker rescues once before it decides it is done
+        self._burst_written = 0  # outcomes written when a burst worker last found nothing to claim
 
     # -- what it is told ----------------------------------------------------------------------------------
 
@@ -157,6 +158,13 @@ class Producer:
         if self._next_due is not None and self._next_due <= time.time():
             # That flush wrote a retry or a snooze that is due already (a handler that ended while the claim
             # was on its way): it is runnable now, so a burst worker is not done.
+            self._claim_wanted = True
+            return False
+        # Outcomes written since the last look may have released dependents (workflows: the trigger of migration
+        # 0010 releases them in the completing statement, after that statement's claim has looked): look again.
+        written = sum(self._completer.stats.values())
+        if written != self._burst_written:
+            self._burst_written = written
             self._claim_wanted = True
             return False
         # Jobs of a vanished worker are runnable once rescued: a deployment that runs only burst workers must

@@ -77,6 +77,8 @@ class Slots:
             attempt=claimed.attempt,
             max_attempts=claimed.max_attempts,
         )
+        task = self._tasks.get(claimed.task)
+        context._queue = task.enqueuer if task is not None else None
         job = RunningJob(claimed.id, claimed.attempt, claimed.max_attempts, claimed.task, context)
         previous = self.running.get(job.id)
         if previous is not None:

@@ -78,7 +78,7 @@ def test_big_batch_async(queue: Queue, dsn: str, db: psycopg.Connection) -> None
             await queue.aclose()
 
     check_rows(db, asyncio.run(own()))
-    db.execute("TRUNCATE pgqueue.jobs")
+    db.execute("TRUNCATE pgqueue.jobs CASCADE")  # (and the job_dependencies that reference them)
 
     async def callers() -> list[int]:
         async with await psycopg.AsyncConnection.connect(dsn) as conn:

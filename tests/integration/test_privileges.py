@@ -285,6 +285,38 @@ def test_app_role_uses_unique_for_debounce_and_waits_for_results(migrated: Setup
 # -- the worker role ------------------------------------------------------------------------------------------------
 
 
+def test_app_role_enqueues_workflows_and_the_worker_role_releases_them(migrated: Setup) -> None:
+    """Dependencies need no UPDATE on jobs for the app role: the triggers that settle them run as the owner."""
+    app = Queue(migrated.dsn(migrated.app))
+    app.task(name="noop")(lambda n=0: None)
+    try:
+        first = app.enqueue("noop", {"n": 1})
+        chained = app.chain(("noop", {}), ("noop", {}))
+        waiting = app.enqueue("noop", {}, after=[first, chained[1]])
+        batch = app.batch([("noop", {})] * 3, on_complete=("noop", {}))
+    finally:
+        app.close()
+    with migrated.superuser() as db:
+        db.execute("UPDATE pgqueue.jobs SET status = 'completed' WHERE id = %s", (first,))
+    again = Queue(migrated.dsn(migrated.app))
+    again.task(name="noop")(lambda n=0: None)
+    try:  # a parent that has finished already is settled at once, by the app role's statement
+        settled = again.enqueue("noop", {}, after=[first])
+    finally:
+        again.close()
+    env = {**os.environ, "PGQUEUE_DSN": migrated.dsn(migrated.worker)}
+    worked = subprocess.run(
+        [PGQUEUE, "work", "--app", "tests.apps.jobs_app", "--burst"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert worked.returncode == 0, worked.stdout + worked.stderr
+    with migrated.superuser() as db:
+        statuses = db.execute(
+            "SELECT status FROM pgqueue.jobs WHERE id = ANY(%s)", ([*chained, waiting, settled, batch.callback],)
+        ).fetchall()
+    assert statuses == [("completed",)] * 5
+
+
 def test_worker_role_runs_jobs_rescues_prunes_and_operates(migrated: Setup) -> None:
     queue = Queue(migrated.dsn(migrated.app))
     queue.task(name="noop")(lambda n=0: None)

@@ -18,10 +18,12 @@ from pgqueue.store.queries import QUERIES, load
 def test_public_surface_is_pinned() -> None:
     assert sorted(pgqueue.__all__) == [
         "Backoff",
+        "Batch",
         "CronError",
         "DatabaseUnavailableError",
         "Discard",
         "Fixed",
+        "InBatch",
         "InvalidJobError",
         "JobCancelled",
         "JobContext",

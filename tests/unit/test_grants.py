@@ -28,7 +28,7 @@ def test_every_table_is_covered() -> None:
     worker_tables = {grant.name for grant in grants.WORKER_GRANTS if grant.kind == "TABLE"}
     assert worker_tables == tables | set(VIEWS)  # the history views: read by operators, not by the app
     app_tables = {grant.name for grant in grants.APP_GRANTS if grant.kind == "TABLE"}
-    assert app_tables == {"jobs", "alembic_version"}
+    assert app_tables == {"jobs", "job_dependencies", "alembic_version"}
     base = {"pgqueue", "pgqueue.reserve_job_ids(integer)"}
     assert {g.object_name for g in grants.APP_GRANTS if g.kind != "TABLE"} == base
     # The claim's concurrency limits (migration 0008) run these.
