@@ -59,6 +59,7 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts) FROM STDIN;
 -- attempts is capped below the integer maximum so that one hand-edited row cannot make every claim fail
 -- (the worker fails a job claimed past its max_attempts without running it).
 -- args come back as text: the worker parses each job's on its own, so one unreadable row fails alone.
+-- waited: how long the job was runnable before this claim (the queue-wait metric), by the server's clock.
 WITH paused AS MATERIALIZED (
     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
 ),
@@ -79,7 +80,8 @@ SET status = 'running',
     lease_expires_at = now() + %(lease)s::interval
 FROM picked
 WHERE job.id = picked.id
-RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts;
+RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts,
+          extract(epoch FROM now() - job.run_at)::float8 AS waited;
 
 -- name: claim_from_queues
 -- The same for named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
@@ -112,7 +114,8 @@ SET status = 'running',
     lease_expires_at = now() + %(lease)s::interval
 FROM picked
 WHERE job.id = picked.id
-RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts;
+RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts,
+          extract(epoch FROM now() - job.run_at)::float8 AS waited;
 
 -- name: record_starts
 -- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
@@ -304,7 +307,7 @@ SET status = CASE WHEN decided.uncounted OR job.attempts < job.max_attempts THEN
     ))
 FROM decided
 WHERE job.id = decided.id
-RETURNING job.id, job.queue, job.status, job.attempts, NOT decided.uncounted AS counted;
+RETURNING job.id, job.queue, job.status, job.attempts, NOT decided.uncounted AS counted, job.task;
 
 -- name: next_run_at
 -- When the earliest future job of these queues (NULL: all) becomes due, as epoch seconds. Only future

@@ -23,6 +23,7 @@ class ClaimedJob:
     args_text: str
     attempt: int
     max_attempts: int
+    waited: float = 0.0  # seconds it was runnable before this claim
 
     @property
     def key(self) -> Attempt:
@@ -60,6 +61,7 @@ class Rescued(NamedTuple):
     status: str
     attempts: int
     counted: bool
+    task: str = ""
 
 
 class NextRunAt(NamedTuple):
@@ -137,3 +139,24 @@ class OrderId(NamedTuple):
 
 class Count(NamedTuple):
     count: int
+
+
+class ReporterLock(NamedTuple):
+    locked: bool
+
+
+class QueueDepth(NamedTuple):
+    """One queue's jobs by state, and how long its oldest runnable job has waited (seconds)."""
+
+    queue: str
+    ready: int
+    scheduled: int
+    running: int
+    failed: int
+    oldest_wait: float
+
+
+class ScheduleTimes(NamedTuple):
+    name: str
+    last_fire_at: float | None  # epoch seconds
+    next_fire_at: float | None

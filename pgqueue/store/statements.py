@@ -277,3 +277,18 @@ def demo_history(order_id: int) -> Query[tuple[Any, ...]]:
 
 def _as_tuple(*columns: Any) -> tuple[Any, ...]:
     return columns
+
+
+# -- metrics (pgqueue/sql/metrics.sql) -------------------------------------------------------------------------
+
+
+def metrics_try_reporter_lock() -> Query[rows.ReporterLock]:
+    return Query(QUERIES["metrics_try_reporter_lock"], None, rows.ReporterLock)
+
+
+def metrics_queue_depth(*, limit: int) -> Query[rows.QueueDepth]:
+    return Query(QUERIES["metrics_queue_depth"], {"limit": limit}, rows.QueueDepth)
+
+
+def metrics_schedules(*, names: Sequence[str]) -> Query[rows.ScheduleTimes]:
+    return Query(QUERIES["metrics_schedules"], {"names": list(names)}, rows.ScheduleTimes)
