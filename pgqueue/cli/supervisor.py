@@ -63,7 +63,8 @@ def supervise(
             if not stopping and not burst:
                 log.warning("worker process %d exited with %s; restarting it", child.pid, code)
                 time.sleep(RESTART_DELAY)
-                start(slot)
+                if not stopping:  # a stop asked for during the pause would never reach a child started after it
+                    start(slot)
     return status
 
 
