@@ -44,7 +44,7 @@ def hold(flag: str) -> None:
 
 @queue.task(name="warns")
 def warns() -> None:
-    warnings.warn("a library's deprecation\nwith a second line", DeprecationWarning, stacklevel=1)
+    warnings.warn("a library's deprecation\nwith a second line", UserWarning, stacklevel=1)
 
 
 # A declared name with a quote, a backslash and a newline: valid, and each must come out escaped as a label.
