@@ -142,6 +142,10 @@ class WorkerSettings:
         minimum=1,
         help="Seconds between refreshes of the queue-depth gauges (by one worker of the cluster at a time).",
     )
+    tracing: bool = setting(
+        False,
+        help="Run each attempt in an OpenTelemetry span linked to its enqueuing span (needs the `tracing` extra).",
+    )
     log_format: str = setting(
         "text",
         choices=LOG_FORMATS,

@@ -17,8 +17,8 @@ MAX_ARGS_NESTING = 256
 # From this many jobs on, a batch is written with COPY (about 3x quicker on the server than INSERT from
 # arrays, measured at 50,000) after reserving its ids; smaller ones are one INSERT, one round trip.
 COPY_AT_LEAST = 500
-COPY_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts")
-BATCH_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "run_ats", "delays")
+COPY_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "trace_contexts")
+BATCH_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "run_ats", "delays", "trace_contexts")
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,11 @@ def job_params(
     max_attempts: int | None = None,
     dedup_key: str | None = None,
     schedule: str | None = None,
+    trace_context: str | None = None,
 ) -> dict[str, Any]:
-    """Validate one job of task `definition` and return the bound parameters of `insert_job`."""
+    """Validate one job of task `definition` and return the bound parameters of `insert_job`.
+
+    `trace_context`: the enqueuing code's trace context as JSON text (pgqueue.queue.tracing), or None."""
     args = {} if args is None else args
     if not isinstance(args, dict):
         raise InvalidJobError(f"args of task {definition.name!r} must be a dict of keyword arguments")
@@ -84,6 +87,7 @@ def job_params(
         "delay": delay_td,
         "dedup_key": dedup_key,
         "schedule": schedule,
+        "trace_context": trace_context,
     }
 
 
@@ -98,6 +102,7 @@ def batch_columns(jobs: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
         columns["max_attempts"].append(one["max_attempts"])
         columns["run_ats"].append(one["run_at"])
         columns["delays"].append(one["delay"])
+        columns["trace_contexts"].append(one["trace_context"])
     return columns
 
 

@@ -11,7 +11,7 @@ from typing import Any, overload
 
 from pgqueue.cron.schedule import Schedule, declare
 from pgqueue.errors import InvalidJobError, UnknownTaskError
-from pgqueue.queue import jobs
+from pgqueue.queue import jobs, tracing
 from pgqueue.queue.jobs import JobSpec
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
 from pgqueue.queue.tasks import Task
@@ -178,6 +178,7 @@ class Queue:
         max_attempts: int | None = None,
         dedup_key: str | None = None,
         schedule: str | None = None,
+        trace_context: str | None = None,
     ) -> dict[str, Any]:
         """Validate one job and return the bound parameters of `insert_job`; raises before any I/O."""
         return jobs.job_params(
@@ -191,6 +192,7 @@ class Queue:
             max_attempts=max_attempts,
             dedup_key=dedup_key,
             schedule=schedule,
+            trace_context=trace_context,
         )
 
     def enqueue(
@@ -215,7 +217,7 @@ class Queue:
         """
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
-            dedup_key=dedup_key,
+            dedup_key=dedup_key, trace_context=tracing.current_context(),
         )  # fmt: skip
         return self._database.run(_insert_one(params), connection)
 
@@ -235,7 +237,7 @@ class Queue:
         """`enqueue` for asyncio code: psycopg AsyncConnection, SQLAlchemy AsyncConnection/AsyncSession."""
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
-            dedup_key=dedup_key,
+            dedup_key=dedup_key, trace_context=tracing.current_context(),
         )  # fmt: skip
         return await self._database.run_async(_insert_one(params), connection)
 
@@ -253,12 +255,14 @@ class Queue:
         return await self._database.run_async(_insert_batch(columns), connection) if columns["tasks"] else []
 
     def _batch_columns(self, specs: Iterable[JobSpec | tuple[str, dict[str, Any]]]) -> dict[str, list[Any]]:
+        trace_context = tracing.current_context()  # one call, one context for the batch
+
         def params(job: JobSpec | tuple[str, dict[str, Any]]) -> dict[str, Any]:
             spec = job if isinstance(job, JobSpec) else JobSpec(task=job[0], args=job[1])
             return jobs.job_params(
                 self.get_task(spec.task), spec.args, default_max_attempts=self.default_max_attempts,
                 queue_name=spec.queue, delay=spec.delay, run_at=spec.run_at, priority=spec.priority,
-                max_attempts=spec.max_attempts,
+                max_attempts=spec.max_attempts, trace_context=trace_context,
             )  # fmt: skip
 
         return jobs.batch_columns(map(params, specs))

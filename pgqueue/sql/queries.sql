@@ -3,11 +3,11 @@
 
 -- name: insert_job
 -- One job. run_at is computed by the server so that worker and web clocks need not agree.
-INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, trace_context)
 VALUES (
     %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
     COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
-    %(dedup_key)s, %(schedule)s
+    %(dedup_key)s, %(schedule)s, %(trace_context)s::jsonb
 )
 RETURNING id;
 
@@ -15,11 +15,11 @@ RETURNING id;
 -- One job unless a pending or running job has the same dedup key; either way the id comes back. A
 -- concurrent insert of the same key waits for the other transaction and then yields to its job.
 WITH inserted AS (
-    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule)
+    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, trace_context)
     VALUES (
         %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
         COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
-        %(dedup_key)s, %(schedule)s
+        %(dedup_key)s, %(schedule)s, %(trace_context)s::jsonb
     )
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING
     RETURNING id
@@ -31,13 +31,14 @@ WHERE dedup_key = %(dedup_key)s AND status IN ('pending', 'running') AND NOT EXI
 LIMIT 1;
 
 -- name: insert_jobs
--- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned).
-INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at)
-SELECT queue, task, args, priority, max_attempts, COALESCE(run_at, now() + delay)
+-- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned). Without
+-- tracing the trace contexts are one NULL array, which unnest pads out with NULLs.
+INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, trace_context)
+SELECT queue, task, args, priority, max_attempts, COALESCE(run_at, now() + delay), trace_context
 FROM unnest(
     %(queues)s::text[], %(tasks)s::text[], %(args)s::jsonb[], %(priorities)s::int[],
-    %(max_attempts)s::int[], %(run_ats)s::timestamptz[], %(delays)s::interval[]
-) AS batch(queue, task, args, priority, max_attempts, run_at, delay)
+    %(max_attempts)s::int[], %(run_ats)s::timestamptz[], %(delays)s::interval[], %(trace_contexts)s::jsonb[]
+) AS batch(queue, task, args, priority, max_attempts, run_at, delay, trace_context)
 RETURNING id;
 
 -- name: reserve_job_ids
@@ -48,7 +49,7 @@ SELECT id FROM pgqueue.reserve_job_ids(%(count)s::int) AS id;
 -- name: copy_jobs
 -- The batch itself; run_at, status and created_at take their defaults (now(): the transaction's start),
 -- and the statement-level trigger notifies the workers as for an INSERT.
-COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts) FROM STDIN;
+COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, trace_context) FROM STDIN;
 
 -- name: claim
 -- Claim up to `limit` runnable jobs of any queue. SKIP LOCKED lets workers claim side by side;
@@ -81,7 +82,7 @@ SET status = 'running',
 FROM picked
 WHERE job.id = picked.id
 RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts,
-          extract(epoch FROM now() - job.run_at)::float8 AS waited;
+          extract(epoch FROM now() - job.run_at)::float8 AS waited, job.trace_context::text;
 
 -- name: claim_from_queues
 -- The same for named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
@@ -115,7 +116,7 @@ SET status = 'running',
 FROM picked
 WHERE job.id = picked.id
 RETURNING job.id, job.queue, job.task, job.args::text, job.attempts, job.max_attempts,
-          extract(epoch FROM now() - job.run_at)::float8 AS waited;
+          extract(epoch FROM now() - job.run_at)::float8 AS waited, job.trace_context::text;
 
 -- name: record_starts
 -- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
@@ -148,7 +149,8 @@ WHERE job.id = done.id
 
 -- name: fail_jobs
 -- Batched failure: each job goes back to pending after its backoff (retry) or to failed.
--- Every attempt's error is appended to the history; `error` keeps the last one.
+-- Every attempt's error is appended to the history; `error` keeps the last one. With tracing, the entry
+-- carries the attempt's trace id, so a failed attempt leads to its trace (without, the entry has no such key).
 UPDATE pgqueue.jobs AS job
 SET status = CASE WHEN failure.retry THEN 'pending' ELSE 'failed' END,
     run_at = CASE WHEN failure.retry THEN now() + failure.delay ELSE job.run_at END,
@@ -164,11 +166,11 @@ SET status = CASE WHEN failure.retry THEN 'pending' ELSE 'failed' END,
         'traceback', failure.traceback,
         'worker', job.worker_id,
         'counted', true
-    ))
+    ) || jsonb_strip_nulls(jsonb_build_object('trace_id', failure.trace_id)))
 FROM unnest(
     %(ids)s::bigint[], %(attempts)s::int[], %(retry)s::bool[], %(delays)s::interval[],
-    %(errors)s::text[], %(tracebacks)s::text[]
-) AS failure(id, attempt, retry, delay, error, traceback)
+    %(errors)s::text[], %(tracebacks)s::text[], %(trace_ids)s::text[]
+) AS failure(id, attempt, retry, delay, error, traceback, trace_id)
 WHERE job.id = failure.id
   AND job.attempts = failure.attempt
   AND job.status = 'running'

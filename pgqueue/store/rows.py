@@ -24,6 +24,7 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     waited: float = 0.0  # seconds it was runnable before this claim
+    trace_context: str | None = None  # the enqueuing trace context (JSON text), as stored: anyone could write it
 
     @property
     def key(self) -> Attempt:

@@ -93,6 +93,7 @@ jobs = Table(
     Column("lease_expires_at", DateTime(timezone=True), comment="when a running job counts as lost"),
     Column("dedup_key", Text, comment="at most one pending or running job per key"),
     Column("schedule", Text, comment="the periodic schedule that produced the job"),
+    Column("trace_context", JSONB, comment="the enqueuing trace context (W3C traceparent), if any"),
     # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
     Index(
         "jobs_claim_idx",

@@ -68,7 +68,10 @@ def insert_job(params: Mapping[str, Any]) -> Query[int]:
 
 def insert_jobs(columns: Mapping[str, list[Any]]) -> Query[int]:
     """A batch as parallel arrays, one INSERT."""
-    return Query(QUERIES["insert_jobs"], columns, int)
+    params: dict[str, Any] = dict(columns)
+    if not any(params["trace_contexts"]):  # without tracing: a NULL array (unnest pads it out), nothing to send
+        params["trace_contexts"] = None
+    return Query(QUERIES["insert_jobs"], params, int)
 
 
 def reserve_job_ids(count: int) -> Query[int]:
@@ -131,6 +134,7 @@ class Failure:
     delay: timedelta
     error: str
     traceback: str | None
+    trace_id: str | None = None  # the attempt's trace (with tracing), kept in its error history entry
 
 
 def fail_jobs(*, worker_id: str, failures: Sequence[Failure]) -> Query[rows.FailedJob]:
@@ -141,6 +145,7 @@ def fail_jobs(*, worker_id: str, failures: Sequence[Failure]) -> Query[rows.Fail
         "delays": [f.delay for f in failures],
         "errors": [f.error for f in failures],
         "tracebacks": [f.traceback for f in failures],
+        "trace_ids": [f.trace_id for f in failures] if any(f.trace_id for f in failures) else None,
         "worker_id": worker_id,
     }
     return Query(QUERIES["fail_jobs"], params, rows.FailedJob)

@@ -40,21 +40,31 @@ class JobEvent:
     waited: float | None = None  # seconds the job was runnable before it was claimed (started)
     error: str | None = None  # the attempt's error (retried, failed) or why it was stopped
     status: str | None = None  # the job's status after a rescue (pending or failed)
+    trace_context: str | None = None  # the enqueuing trace context, as the row holds it (started; unchecked)
+
+
+@dataclass(slots=True)
+class AttemptScope:
+    """Shared by the attempt's observers while its handler runs: a tracer sets `trace_id`; the slots set
+    `error` (the attempt failed) before the scope ends."""
+
+    trace_id: str | None = None
+    error: str | None = None
 
 
 class Observer:
     """The hooks an observer may implement; each does nothing here.
 
-    `attempt(job)` wraps the handler's run (on the job's own asyncio task, so what it makes current, such as a
-    tracing span, is current in the handler); it yields the attempt's trace id, or None, which is stored with
-    the attempt's error."""
+    `attempt(started, scope)` wraps the handler's run (on the job's own asyncio task, so what it makes current,
+    such as a tracing span, is current in the handler); it may set `scope.trace_id`, which is stored with the
+    attempt's error, and read `scope.error` as it ends."""
 
     def job_event(self, event: JobEvent) -> None:
         pass
 
     @contextlib.contextmanager
-    def attempt(self, started: JobEvent) -> Iterator[str | None]:
-        yield None
+    def attempt(self, started: JobEvent, scope: AttemptScope) -> Iterator[None]:
+        yield
 
     def close(self) -> None:
         pass
@@ -83,34 +93,34 @@ class Observers:
                 self._failed(observer)
 
     @contextlib.contextmanager
-    def attempt(self, started: JobEvent) -> Iterator[str | None]:
-        """The observers' attempt scopes, nested; the first trace id any of them gives."""
+    def attempt(self, started: JobEvent) -> Iterator[AttemptScope]:
+        """The observers' attempt scopes, nested, around one handler run."""
+        scope = AttemptScope()
         with contextlib.ExitStack() as stack:
-            trace_id: str | None = None
             for observer in self._observers:
-                trace_id = trace_id or stack.enter_context(self._guarded(observer, started))
-            yield trace_id
+                stack.enter_context(self._guarded(observer, started, scope))
+            yield scope
 
     @contextlib.contextmanager
-    def _guarded(self, observer: Observer, started: JobEvent) -> Iterator[str | None]:
+    def _guarded(self, observer: Observer, started: JobEvent, scope: AttemptScope) -> Iterator[None]:
         """One observer's scope, whose own failures (entering or leaving) are the observer's, not the job's."""
         try:
-            scope = observer.attempt(started)
-            given = scope.__enter__()
+            inner = observer.attempt(started, scope)
+            inner.__enter__()
         except Exception:
             self._failed(observer)
-            yield None
+            yield
             return
         try:
-            yield given
+            yield
         except BaseException as exc:
             try:
-                scope.__exit__(type(exc), exc, exc.__traceback__)
+                inner.__exit__(type(exc), exc, exc.__traceback__)
             except Exception:
                 self._failed(observer)
             raise
         try:
-            scope.__exit__(None, None, None)
+            inner.__exit__(None, None, None)
         except Exception:
             self._failed(observer)
 

@@ -40,6 +40,7 @@ class RunningJob:
     stopped: bool = False  # cancelled by a user, rescued elsewhere, superseded or handed back: record nothing
     waited: float = 0.0  # seconds it was runnable before its claim (for observers)
     trace_id: str | None = None  # the attempt's trace, when an observer traces: kept with its error
+    trace_context: str | None = None  # the enqueuing trace context (the row's: unchecked)
 
     @property
     def key(self) -> Attempt:
@@ -85,7 +86,13 @@ class Slots:
             max_attempts=claimed.max_attempts,
         )
         job = RunningJob(
-            claimed.id, claimed.attempt, claimed.max_attempts, claimed.task, context, waited=claimed.waited
+            claimed.id,
+            claimed.attempt,
+            claimed.max_attempts,
+            claimed.task,
+            context,
+            waited=claimed.waited,
+            trace_context=claimed.trace_context,
         )
         previous = self.running.get(job.id)
         if previous is not None:
@@ -115,9 +122,11 @@ class Slots:
         started = time.monotonic()
         try:
             if self._observers.traces:
-                with self._observers.attempt(self._event(job, Event.STARTED, waited=job.waited)) as trace_id:
-                    job.trace_id = trace_id
+                started_event = self._event(job, Event.STARTED, waited=job.waited, trace_context=job.trace_context)
+                with self._observers.attempt(started_event) as scope:
                     outcome = await run_handler(task, job.task_name, args, job.context, self.threads)
+                    job.trace_id = scope.trace_id
+                    scope.error = None if outcome.ok else (outcome.error or "error")
             else:
                 outcome = await run_handler(task, job.task_name, args, job.context, self.threads)
         except asyncio.CancelledError:
@@ -150,7 +159,7 @@ class Slots:
         retry = not outcome.permanent and job.attempt < job.max_attempts
         delay = timedelta(seconds=task.retry.delay(job.attempt)) if retry and task else timedelta(0)
         error = outcome.error or "error"
-        self._completer.failed(Failure(job.id, job.attempt, retry, delay, error, outcome.traceback))
+        self._completer.failed(Failure(job.id, job.attempt, retry, delay, error, outcome.traceback, job.trace_id))
         if self._observers:
             self._observers.emit(self._event(job, Event.RETRIED if retry else Event.FAILED, duration=ran, error=error))
         if retry:

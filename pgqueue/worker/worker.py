@@ -66,6 +66,14 @@ class Worker:
 
             self.observers.add(EventLog())
         self._metrics: Any = None
+        if settings.tracing:
+            try:
+                from pgqueue.worker.tracing import Tracing
+            except ImportError as exc:
+                raise PgQueueError(
+                    f"--tracing needs the tracing extra (pip install 'pgqueue[tracing]'): {exc}"
+                ) from None
+            self.observers.add(Tracing())
         self._stopping = Stopping(settings.grace_period)
         self._outages = Outages()
         self.connection = MainConnection(

@@ -271,3 +271,21 @@ def test_the_worker_runs_without_the_extras(jobs: Queue, dsn: str, db: psycopg.C
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("error: --metrics-port needs the metrics extra"), run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_tracing_without_the_extra_is_one_line(dsn: str) -> None:
+    blocker = ROOT / "tests" / "apps" / "no_extras"
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": f"{blocker}{os.pathsep}{ROOT}"}
+    run = subprocess.run(
+        [sys.executable, "-m", "pgqueue", "work", "--app", APP, "--burst", "--tracing"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "error: --tracing needs the tracing extra (pip install 'pgqueue[tracing]'): "
+        "No module named 'opentelemetry' (blocked: a base install)"
+    ], run.stderr
