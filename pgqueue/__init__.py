@@ -12,6 +12,7 @@ from pgqueue.errors import (
 from pgqueue.queue import Backoff, Fixed, JobSpec, Queue, Task
 from pgqueue.settings import WorkerSettings
 from pgqueue.worker import JobContext, Worker, current_job
+from pgqueue.worker.events import JobEvent, Observer
 
 __all__ = [
     "Backoff",
@@ -20,7 +21,9 @@ __all__ = [
     "Fixed",
     "InvalidJobError",
     "JobContext",
+    "JobEvent",
     "JobSpec",
+    "Observer",
     "PgQueueError",
     "Queue",
     "SchemaMissingError",

@@ -28,7 +28,8 @@ class Event(StrEnum):
     RESCUED = "rescued"  # this worker's maintenance found the job's own worker lost (its lease expired)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and two events are built per job.
+@dataclass(slots=True)
 class JobEvent:
     event: Event
     id: int
