@@ -101,13 +101,20 @@ for n in range(200):
 began = time.perf_counter()
 for n in range(count):
     queue.enqueue("noop", {"n": n})
-print(count / (time.perf_counter() - began))
+rate = count / (time.perf_counter() - began)
+from pgqueue.queue.tracing import current_context
+calls = 200_000
+began = time.perf_counter()
+for _ in range(calls):
+    current_context()
+print(rate, (time.perf_counter() - began) / calls * 1e9)
 assert ("opentelemetry" in sys.modules) == (mode != "never imported")
 """
 
 
-def enqueue_rate(dsn: str, mode: str, count: int) -> float:
-    """Single enqueues per second in a fresh process (so 'never imported' really is)."""
+def enqueue_rate(dsn: str, mode: str, count: int) -> tuple[float, float]:
+    """Single enqueues per second in a fresh process (so 'never imported' really is), and the nanoseconds one
+    capture of the trace context takes there (what each enqueue adds for it)."""
     run = subprocess.run(
         [sys.executable, "-c", ENQUEUE_SCRIPT, mode, dsn, str(count)],
         capture_output=True,
@@ -115,7 +122,38 @@ def enqueue_rate(dsn: str, mode: str, count: int) -> float:
         check=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
-    return float(run.stdout.strip())
+    rate, capture = run.stdout.split()
+    return float(rate), float(capture)
+
+
+def per_job_costs(queue: Queue, dsn: str, count: int = 20000) -> dict[str, float]:
+    """Microseconds each observer adds per job (a start and a completion event; for tracing, the attempt's span),
+    timed in a loop without the database: steadier than drain rates on a noisy machine."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from pgqueue.worker.events import Event, JobEvent, Observers
+    from pgqueue.worker.logs import EventLog
+    from pgqueue.worker.metrics import Metrics
+    from pgqueue.worker.tracing import Tracing
+
+    metrics = Metrics(queue, dsn, port=0, refresh=60, worker_id="bench", concurrency=16, busy=lambda: 0)
+    candidates = {"none": Observers(), "metrics": Observers([metrics]), "json logs": Observers([EventLog()])}
+    candidates["tracing"] = Observers([Tracing(TracerProvider())])
+    costs = {}
+    for name, observers in candidates.items():
+        began = time.perf_counter()
+        for n in range(count):
+            started = JobEvent(Event.STARTED, n, "noop", "default", 1, "bench", waited=0.01)
+            if observers:
+                observers.emit(started)
+            if observers.traces:
+                with observers.attempt(started):
+                    pass
+            done = JobEvent(Event.COMPLETED, n, "noop", "default", 1, "bench", duration=0.001)
+            if observers:
+                observers.emit(done)
+        costs[name] = (time.perf_counter() - began) / count * 1e6
+    return costs
 
 
 def main() -> None:
@@ -138,7 +176,11 @@ def main() -> None:
     for round_number in range(options.rounds):
         for config in configs if round_number % 2 == 0 else reversed(configs):
             rates[config].append(drain(queue, options.jobs, config))
+    costs = per_job_costs(queue, dsn)
     queue.close()
+    print("per job, without the database (a start and a completion event; tracing: the span too)")
+    for name, micros in costs.items():
+        print(f"  {name:<10} {micros:>7.2f} us")
     print(f"drain of {options.jobs:,} no-op jobs, 1 process, concurrency 16, median of {options.rounds} rounds")
     plain = statistics.median(rates["plain"])
     for config in configs:
@@ -146,15 +188,19 @@ def main() -> None:
         spread = f"{min(rates[config]):,.0f}-{max(rates[config]):,.0f}"
         print(f"  {config:<10} {median:>9,.0f} jobs/s  ({spread})  {100 * (median / plain - 1):+.1f}%")
     modes = ["never imported", "imported, no span", "in a span"]
-    enqueue: dict[str, list[float]] = {mode: [] for mode in modes}
-    for _ in range(3):
-        for mode in modes:
+    enqueue: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    for round_number in range(3):
+        for mode in modes if round_number % 2 == 0 else reversed(modes):
             enqueue[mode].append(enqueue_rate(dsn, mode, options.enqueues))
     print(f"single enqueue, {options.enqueues:,} per run, median of 3 runs (own connection, autocommit)")
-    base = statistics.median(enqueue["never imported"])
+    base = statistics.median(rate for rate, _ in enqueue["never imported"])
     for mode in modes:
-        median = statistics.median(enqueue[mode])
-        print(f"  {mode:<18} {median:>8,.0f} enqueues/s  {100 * (median / base - 1):+.1f}%")
+        median = statistics.median(rate for rate, _ in enqueue[mode])
+        capture = statistics.median(ns for _, ns in enqueue[mode])
+        print(
+            f"  {mode:<18} {median:>8,.0f} enqueues/s  {100 * (median / base - 1):+6.1f}%"
+            f"   trace context capture {capture:,.0f} ns"
+        )
 
 
 if __name__ == "__main__":
