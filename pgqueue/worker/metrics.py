@@ -195,6 +195,11 @@ class DepthReporter(Collector):
             conn = self._connection()
             if not self.reporter:
                 self.reporter = fetch(conn, statements.metrics_try_reporter_lock())[0].locked
+                if not self.reporter:
+                    # Another worker reports: hold no idle connection until the next try (a fleet of workers
+                    # would otherwise keep one each for nothing).
+                    self._close()
+                    return
             if self.reporter:
                 depth = fetch(conn, statements.metrics_queue_depth(limit=DEPTH_QUEUES))
                 schedules = fetch(conn, statements.metrics_schedules(names=self._schedules)) if self._schedules else []
@@ -203,6 +208,11 @@ class DepthReporter(Collector):
             # The lock went with the connection: stop reporting (numbers that are not refreshed would lie).
             if self.reporter:
                 log.warning("queue depth not refreshed: %s", first_line(exc))
+            self.reporter = False
+            self._snapshot = ([], [], 0.0)
+            self._close()
+        except Exception:  # a bug here must not end the thread: the next round tries again
+            log.exception("queue depth not refreshed")
             self.reporter = False
             self._snapshot = ([], [], 0.0)
             self._close()
