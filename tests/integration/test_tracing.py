@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -148,3 +152,37 @@ def test_without_tracing_nothing_is_stored_and_no_trace_id_is_kept(traced, db: p
     assert errors and all("trace_id" not in entry for entry in errors)
     assert not attempt_spans(exporter)
     assert json.dumps(errors[0])  # the entry keeps its usual shape
+
+
+def test_pgqueue_work_tracing_as_a_user_runs_it(traced, db: psycopg.Connection, tmp_path) -> None:
+    """The app module sets up its SDK; `pgqueue work --tracing` runs each attempt in a linked span."""
+    queue, _provider, _exporter, tracer = traced
+    with tracer.start_as_current_span("request") as request:
+        ok = queue.enqueue("ok")
+        failing = queue.enqueue("boom", max_attempts=1)
+    db.execute("UPDATE pgqueue.jobs SET task = 'fails' WHERE id = %s", (failing,))  # the app's failing task
+    spans_file = tmp_path / "spans.jsonl"
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "pgqueue"),
+            "work",
+            "--app",
+            "tests.apps.traced_app",
+            "--tracing",
+            "--burst",
+        ],
+        cwd=root,
+        env={**os.environ, "PGQUEUE_DSN": queue.dsn, "PGQUEUE_TEST_SPANS": str(spans_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    spans = {int(s["job"]): s for s in map(json.loads, spans_file.read_text().splitlines())}
+    request_trace = format(request.get_span_context().trace_id, "032x")
+    assert spans[ok]["links"] == [request_trace] and not spans[ok]["parent"]
+    assert spans[ok]["trace_id"] != request_trace
+    assert spans[failing]["status"] == "ERROR"
+    errors = db.execute("SELECT errors FROM pgqueue.jobs WHERE id = %s", (failing,)).fetchone()[0]
+    assert [entry["trace_id"] for entry in errors] == [spans[failing]["trace_id"]]
