@@ -17,6 +17,7 @@ from pgqueue.errors import (
 from pgqueue.queue import Backoff, Batch, Fixed, InBatch, JobSpec, Queue, Task
 from pgqueue.settings import WorkerSettings
 from pgqueue.worker import JobContext, Worker, current_job
+from pgqueue.worker.events import JobEvent, Observer
 
 __all__ = [
     "Backoff",
@@ -29,9 +30,11 @@ __all__ = [
     "InvalidJobError",
     "JobCancelled",
     "JobContext",
+    "JobEvent",
     "JobFailed",
     "JobNotFoundError",
     "JobSpec",
+    "Observer",
     "PgQueueError",
     "Queue",
     "SchemaMissingError",

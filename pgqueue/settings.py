@@ -23,6 +23,7 @@ ENV_PREFIX = "PGQUEUE_"
 # claims pay (measured, no-op jobs, 1 process, concurrency 16: claims up to 48 -> 23k jobs/s, 256 -> 39k,
 # 512 -> 43k); each is one index scan and one UPDATE however many rows it takes.
 PREFETCH_CLAIM_UP_TO = 512
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Setting:
     help: str
     minimum: float | None = None
     above: bool = False
+    maximum: float | None = None  # inclusive
+    choices: tuple[str, ...] = ()  # the values a text setting may take
     short: str | None = None  # a one-letter CLI alias, e.g. -q
     cli_name: str | None = None  # the flag's name where it differs from the setting's (`--queue` for queues)
     secret: bool = False  # may hold a password: reaches supervised children by environment, not argv
@@ -49,6 +52,10 @@ class Setting:
         return ENV_PREFIX + self.name.upper()
 
     def check(self, value: Any) -> None:
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(self.choices)}, not {value!r}")
+        if value is not None and self.maximum is not None and not isinstance(value, bool) and value > self.maximum:
+            raise ValueError(f"{self.name} must be at most {self.maximum:g}")
         if value is None or self.minimum is None or isinstance(value, bool):
             return
         number = value.total_seconds() if isinstance(value, timedelta) else value
@@ -118,6 +125,32 @@ class WorkerSettings:
         secret=True,
         default_text="the worker's DSN",
         help="Direct PostgreSQL DSN for LISTEN when --dsn goes through PgBouncer (transaction pooling).",
+    )
+
+    # Observability (README "Observability"). Each process serves its own metrics: under --workers N the
+    # supervisor gives its children the ports metrics_port, metrics_port + 1, ... (see cli/work.py).
+    metrics_port: int | None = setting(
+        None,
+        minimum=1,
+        maximum=65535,
+        parse=int,
+        default_text="off",
+        help="Serve Prometheus metrics on this port (needs the `metrics` extra); with --workers N, N ports from it.",
+    )
+    metrics_interval: float = setting(
+        15.0,
+        minimum=1,
+        help="Seconds between refreshes of the queue-depth gauges (by one worker of the cluster at a time).",
+    )
+    tracing: bool = setting(
+        False,
+        help="Run each attempt in an OpenTelemetry span linked to its enqueuing span (needs the `tracing` extra).",
+    )
+    log_format: str = setting(
+        "text",
+        choices=LOG_FORMATS,
+        parse=str,
+        help="Log lines as text, or as one JSON object per line (json), with a line per job event.",
     )
 
     def __post_init__(self) -> None:

@@ -4,9 +4,12 @@ nothing printed or logged shows a password or a control character."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import sys
+import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
 import psycopg
@@ -69,7 +72,10 @@ def safe(text: str) -> str:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {safe(message)}", err=True)
+    if _json_lines:  # with --log-format json every line on stderr is a JSON object, the last error's too
+        typer.echo(json.dumps({"level": "ERROR", "message": f"error: {clip(redact(message), MAX_LINE)}"}), err=True)
+    else:
+        typer.echo(f"error: {safe(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -77,9 +83,21 @@ def note(message: str) -> None:
     typer.echo(safe(message), err=True)
 
 
-def setup_logging(verbose: bool) -> None:
+_json_lines = False
+
+
+def setup_logging(verbose: bool, log_format: str = "text") -> None:
+    global _json_lines
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if log_format == "json":
+        _json_lines = True
+        handler.setFormatter(JsonFormatter())
+        # Library warnings (warnings.warn) and a thread's uncaught exception become records too, so that
+        # every line on stderr is a JSON object.
+        logging.captureWarnings(True)
+        threading.excepthook = _log_thread_exception
+    else:
+        handler.setFormatter(_SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     # ERROR: its warnings on a lost connection repeat the one line the worker logs about it.
     logging.getLogger("psycopg").setLevel(logging.ERROR)
@@ -92,3 +110,32 @@ class _SafeFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = printable(redact(record.message))
         return super().formatMessage(record)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and a job event's fields (see worker/logs.py).
+
+    ASCII-only JSON: control characters and anything a terminal could act on arrive escaped; passwords are
+    redacted from messages as in the text format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": clip(redact(record.getMessage()), 10 * MAX_LINE),
+        }
+        job = getattr(record, "job", None)
+        if isinstance(job, dict):
+            line.update(job)
+        if record.exc_info:
+            line["exception"] = clip(redact(self.formatException(record.exc_info)), 8000, keep="tail")
+        return json.dumps(line, default=str)
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    exc_info = (args.exc_type, args.exc_value, args.exc_traceback)
+    logging.getLogger("pgqueue").error("uncaught exception in thread %s", name, exc_info=exc_info)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 log = logging.getLogger("pgqueue.supervisor")
 
@@ -17,8 +18,12 @@ PARENT_ENV = "PGQUEUE_SUPERVISOR_PID"
 RESTART_DELAY = 1.0
 
 
-def supervise(count: int, worker_args: list[str], dsn: str) -> int:
+def supervise(
+    count: int, worker_args: list[str], dsn: str, *, per_child: Callable[[int], list[str]] | None = None
+) -> int:
     """Run `count` single-process workers until SIGINT/SIGTERM; returns the exit status.
+
+    `per_child(slot)` gives the options of the child in that slot alone (its metrics port), kept on a restart.
 
     Children get the resolved DSN (so an embedded server is shared, kept alive by this process)
     and die with this process if it is killed outright.
@@ -30,7 +35,7 @@ def supervise(count: int, worker_args: list[str], dsn: str) -> int:
     stopping = False
 
     def start(slot: int) -> None:
-        children[slot] = subprocess.Popen(command, env=env)
+        children[slot] = subprocess.Popen(command + (per_child(slot) if per_child else []), env=env)
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -58,7 +63,8 @@ def supervise(count: int, worker_args: list[str], dsn: str) -> int:
             if not stopping and not burst:
                 log.warning("worker process %d exited with %s; restarting it", child.pid, code)
                 time.sleep(RESTART_DELAY)
-                start(slot)
+                if not stopping:  # a stop asked for during the pause would never reach a child started after it
+                    start(slot)
     return status
 
 

@@ -4,6 +4,7 @@ children exactly the settings given."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import types
@@ -16,13 +17,13 @@ import typer
 
 from pgqueue import settings
 from pgqueue.cli.common import AppOption, DsnOption, app, check_dsn, dsn_for
-from pgqueue.cli.errors import friendly_errors, setup_logging
+from pgqueue.cli.errors import CliError, friendly_errors, setup_logging
 from pgqueue.settings import Setting, WorkerSettings, normalize_dsn
 
 
 def run_work(app_spec: str, dsn: str | None, workers: int, verbose: bool, **given: Any) -> None:
     """Run workers for the tasks of --app until SIGINT/SIGTERM (or, with --burst, until idle)."""
-    setup_logging(verbose)
+    setup_logging(verbose, given.get("log_format") or "text")
     from pgqueue.cli.app_loader import load_queue
     from pgqueue.cli.supervisor import exit_with_parent, supervise
     from pgqueue.worker import Worker
@@ -35,9 +36,16 @@ def run_work(app_spec: str, dsn: str | None, workers: int, verbose: bool, **give
     given["queues"] = list(given["queues"]) if given.get("queues") else None
     worker_settings = WorkerSettings(**given)
     if workers > 1:
-        forwarded = ["--app", app_spec, *worker_settings.command_line(), *(["--verbose"] if verbose else [])]
+        # Each process serves its own metrics, on ports from --metrics-port up (one per process rather than
+        # prometheus_client's multiprocess mode: no shared directory to manage, and callback gauges work).
+        port = worker_settings.metrics_port
+        common = dataclasses.replace(worker_settings, metrics_port=None) if port is not None else worker_settings
+        if port is not None and port + workers - 1 > 65535:
+            raise CliError(f"--metrics-port {port} with --workers {workers} needs ports up to {port + workers - 1}")
+        forwarded = ["--app", app_spec, *common.command_line(), *(["--verbose"] if verbose else [])]
         os.environ.update(worker_settings.environment())  # inherited: keeps a password off the command line
-        raise typer.Exit(supervise(workers, forwarded, resolved))
+        per_child = (lambda slot: ["--metrics-port", str(port + slot)]) if port is not None else None
+        raise typer.Exit(supervise(workers, forwarded, resolved, per_child=per_child))
     the_queue.dsn = resolved
     exit_with_parent()
     Worker(the_queue, worker_settings, dsn=resolved).run()

@@ -17,8 +17,18 @@ MAX_ARGS_NESTING = 256
 # From this many jobs on, a batch is written with COPY (about 3x quicker on the server than INSERT from
 # arrays, measured at 50,000) after reserving its ids; smaller ones are one INSERT, one round trip.
 COPY_AT_LEAST = 500
-COPY_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "metas")
-BATCH_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "run_ats", "delays", "metas")
+COPY_COLUMNS = ("queues", "tasks", "args", "priorities", "max_attempts", "metas", "trace_contexts")
+BATCH_COLUMNS = (
+    "queues",
+    "tasks",
+    "args",
+    "priorities",
+    "max_attempts",
+    "run_ats",
+    "delays",
+    "metas",
+    "trace_contexts",
+)
 # A job's meta says what it is about (an order id, a tenant): small by nature, and indexed.
 MAX_META_BYTES = 8_192
 # Workflows: what a dependent does when a parent failed for good or was cancelled.
@@ -72,8 +82,11 @@ def job_params(
     debounce: timedelta | float | None = None,
     debounce_max_wait: timedelta | float | None = None,
     meta: dict[str, Any] | None = None,
+    trace_context: str | None = None,
 ) -> dict[str, Any]:
-    """Validate one job of task `definition` and return the bound parameters of `insert_job`."""
+    """Validate one job of task `definition` and return the bound parameters of `insert_job`.
+
+    `trace_context`: the enqueuing code's trace context as JSON text (pgqueue.queue.tracing), or None."""
     args = {} if args is None else args
     if not isinstance(args, dict):
         raise InvalidJobError(f"args of task {definition.name!r} must be a dict of keyword arguments")
@@ -116,6 +129,7 @@ def job_params(
         "schedule": schedule,
         **uniqueness,
         "meta": meta_json(definition.name, meta),
+        "trace_context": trace_context,
     }
 
 
@@ -189,6 +203,7 @@ def batch_columns(jobs: Iterable[dict[str, Any]]) -> dict[str, list[Any]]:
         columns["run_ats"].append(one["run_at"])
         columns["delays"].append(one["delay"])
         columns["metas"].append(one["meta"])
+        columns["trace_contexts"].append(one["trace_context"])
     return columns
 
 

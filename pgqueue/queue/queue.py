@@ -15,7 +15,7 @@ from typing import Any, overload
 
 from pgqueue.cron.schedule import Schedule, declare
 from pgqueue.errors import InvalidJobError, JobNotFoundError, UnknownTaskError
-from pgqueue.queue import jobs
+from pgqueue.queue import jobs, tracing
 from pgqueue.queue.jobs import InBatch, JobSpec, ParentRef
 from pgqueue.queue.limits import Limit, check_concurrency, check_queue_name
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
@@ -229,6 +229,7 @@ class Queue:
         debounce: timedelta | float | None = None,
         debounce_max_wait: timedelta | float | None = None,
         meta: dict[str, Any] | None = None,
+        trace_context: str | None = None,
     ) -> dict[str, Any]:
         """Validate one job and return the bound parameters of `insert_job`; raises before any I/O."""
         return jobs.job_params(
@@ -246,6 +247,7 @@ class Queue:
             debounce=debounce,
             debounce_max_wait=debounce_max_wait,
             meta=meta,
+            trace_context=trace_context,
         )
 
     def enqueue(
@@ -284,7 +286,7 @@ class Queue:
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
             dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
-            meta=meta,
+            meta=meta, trace_context=tracing.current_context(),
         )  # fmt: skip
         dependent = _dependent_one(params, after, on_failure)
         if dependent is not None:
@@ -314,7 +316,7 @@ class Queue:
         params = self.job_params(
             task, args, queue=queue, delay=delay, run_at=run_at, priority=priority, max_attempts=max_attempts,
             dedup_key=dedup_key, unique_for=unique_for, debounce=debounce, debounce_max_wait=debounce_max_wait,
-            meta=meta,
+            meta=meta, trace_context=tracing.current_context(),
         )  # fmt: skip
         dependent = _dependent_one(params, after, on_failure)
         if dependent is not None:
@@ -375,12 +377,14 @@ class Queue:
         return _insert_after(columns)
 
     def _batch_columns(self, specs: Iterable[JobSpec | tuple[str, dict[str, Any]]]) -> dict[str, list[Any]]:
+        trace_context = tracing.current_context()  # one call, one context for the batch
+
         def params(job: JobSpec | tuple[str, dict[str, Any]]) -> dict[str, Any]:
             spec = job if isinstance(job, JobSpec) else JobSpec(task=job[0], args=job[1])
             return jobs.job_params(
                 self.get_task(spec.task), spec.args, default_max_attempts=self.default_max_attempts,
                 queue_name=spec.queue, delay=spec.delay, run_at=spec.run_at, priority=spec.priority,
-                max_attempts=spec.max_attempts, meta=spec.meta,
+                max_attempts=spec.max_attempts, meta=spec.meta, trace_context=trace_context,
             )  # fmt: skip
 
         return jobs.batch_columns(map(params, specs))

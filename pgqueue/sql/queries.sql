@@ -3,11 +3,12 @@
 
 -- name: insert_job
 -- One job. run_at is computed by the server so that worker and web clocks need not agree.
-INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta)
+INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta,
+                          trace_context)
 VALUES (
     %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
     COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
-    %(dedup_key)s, %(schedule)s, %(meta)s::jsonb
+    %(dedup_key)s, %(schedule)s, %(meta)s::jsonb, %(trace_context)s::jsonb
 )
 RETURNING id;
 
@@ -15,11 +16,12 @@ RETURNING id;
 -- One job unless a pending or running job has the same dedup key; either way the id comes back. A
 -- concurrent insert of the same key waits for the other transaction and then yields to its job.
 WITH inserted AS (
-    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta)
+    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta,
+                              trace_context)
     VALUES (
         %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
         COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
-        %(dedup_key)s, %(schedule)s, %(meta)s::jsonb
+        %(dedup_key)s, %(schedule)s, %(meta)s::jsonb, %(trace_context)s::jsonb
     )
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running', 'held') DO NOTHING
     RETURNING id
@@ -42,10 +44,11 @@ WITH recent AS (
     LIMIT 1
 ),
 inserted AS (
-    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta)
+    INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, dedup_key, schedule, meta,
+                              trace_context)
     SELECT %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
            COALESCE(%(run_at)s::timestamptz, now() + %(delay)s::interval),
-           %(dedup_key)s, %(schedule)s, %(meta)s::jsonb
+           %(dedup_key)s, %(schedule)s, %(meta)s::jsonb, %(trace_context)s::jsonb
     WHERE NOT EXISTS (SELECT FROM recent)
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL AND status IN ('pending', 'running', 'held') DO NOTHING
     RETURNING id
@@ -65,11 +68,13 @@ LIMIT 1;
 -- enqueue's created_at + max_wait, so that a steady stream of enqueues cannot put the job off for ever.
 -- ON CONFLICT DO UPDATE is atomic: concurrent enqueues of one key serialise on its row and none is lost. A
 -- running job does not hold the key, so a change that arrives while it runs gets a run of its own.
-INSERT INTO pgqueue.jobs AS job (queue, task, args, priority, max_attempts, run_at, debounce_key, schedule, meta)
+INSERT INTO pgqueue.jobs AS job (
+    queue, task, args, priority, max_attempts, run_at, debounce_key, schedule, meta, trace_context
+)
 VALUES (
     %(queue)s, %(task)s, %(args)s::jsonb, %(priority)s, %(max_attempts)s,
     now() + least(%(debounce)s::interval, %(debounce_max_wait)s::interval),
-    %(dedup_key)s, %(schedule)s, %(meta)s::jsonb
+    %(dedup_key)s, %(schedule)s, %(meta)s::jsonb, %(trace_context)s::jsonb
 )
 ON CONFLICT (debounce_key) WHERE debounce_key IS NOT NULL AND status = 'pending' DO UPDATE
 SET args = %(args)s::jsonb,  -- the parameter, not excluded.args: reading that takes SELECT on args (app role)
@@ -81,13 +86,15 @@ SET args = %(args)s::jsonb,  -- the parameter, not excluded.args: reading that t
 RETURNING job.id;
 
 -- name: insert_jobs
--- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned).
-INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, meta)
-SELECT queue, task, args, priority, max_attempts, COALESCE(run_at, now() + delay), meta
+-- A batch in one statement: parallel arrays, one element per job (unnest keeps them aligned). Without
+-- tracing the trace contexts are one NULL array, which unnest pads out with NULLs.
+INSERT INTO pgqueue.jobs (queue, task, args, priority, max_attempts, run_at, meta, trace_context)
+SELECT queue, task, args, priority, max_attempts, COALESCE(run_at, now() + delay), meta, trace_context
 FROM unnest(
     %(queues)s::text[], %(tasks)s::text[], %(args)s::jsonb[], %(priorities)s::int[],
-    %(max_attempts)s::int[], %(run_ats)s::timestamptz[], %(delays)s::interval[], %(metas)s::jsonb[]
-) AS batch(queue, task, args, priority, max_attempts, run_at, delay, meta)
+    %(max_attempts)s::int[], %(run_ats)s::timestamptz[], %(delays)s::interval[], %(metas)s::jsonb[],
+    %(trace_contexts)s::jsonb[]
+) AS batch(queue, task, args, priority, max_attempts, run_at, delay, meta, trace_context)
 RETURNING id;
 
 -- name: reserve_job_ids
@@ -98,7 +105,7 @@ SELECT id FROM pgqueue.reserve_job_ids(%(count)s::int) AS id;
 -- name: copy_jobs
 -- The batch itself; run_at, status and created_at take their defaults (now(): the transaction's start),
 -- and the statement-level trigger notifies the workers as for an INSERT.
-COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta) FROM STDIN;
+COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_context) FROM STDIN;
 
 -- name: claim
 -- Claim up to `limit` runnable jobs of any queue. SKIP LOCKED lets workers claim side by side;
@@ -116,6 +123,7 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta) FROM STD
 -- jobs this statement completes (composed in store/queries.py): their slots are free for this claim.
 -- grant_slots serves its candidates in the order given: picked's, which a CTE scan keeps (no second sort).
 -- The rows come back in claim order (an UPDATE returns them in its join's order): the worker starts them so.
+-- waited: how long the job was runnable before this claim (the queue-wait metric), by the server's clock.
 WITH paused AS MATERIALIZED (
     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
 ),
@@ -158,9 +166,10 @@ claimed AS (
     LEFT JOIN decided ON decided.job_id = picked.id
     WHERE job.id = picked.id
     RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
-              job.run_at
+              job.run_at, job.trace_context
 )
-SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held
+SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held,
+       extract(epoch FROM now() - run_at)::float8 AS waited, trace_context::text
 FROM claimed
 ORDER BY priority DESC, run_at, id;
 
@@ -217,9 +226,10 @@ claimed AS (
     LEFT JOIN decided ON decided.job_id = picked.id
     WHERE job.id = picked.id
     RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
-              job.run_at
+              job.run_at, job.trace_context
 )
-SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held
+SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held,
+       extract(epoch FROM now() - run_at)::float8 AS waited, trace_context::text
 FROM claimed
 ORDER BY priority DESC, run_at, id;
 
@@ -255,7 +265,8 @@ RETURNING job.id;
 
 -- name: fail_jobs
 -- Batched failure: each job goes back to pending after its backoff (retry) or to failed.
--- Every attempt's error is appended to the history; `error` keeps the last one.
+-- Every attempt's error is appended to the history; `error` keeps the last one. With tracing, the entry
+-- carries the attempt's trace id, so a failed attempt leads to its trace (without, the entry has no such key).
 UPDATE pgqueue.jobs AS job
 SET status = CASE WHEN failure.retry THEN 'pending' ELSE 'failed' END,
     run_at = CASE WHEN failure.retry THEN now() + failure.delay ELSE job.run_at END,
@@ -271,11 +282,11 @@ SET status = CASE WHEN failure.retry THEN 'pending' ELSE 'failed' END,
         'traceback', failure.traceback,
         'worker', job.worker_id,
         'counted', true
-    ))
+    ) || jsonb_strip_nulls(jsonb_build_object('trace_id', failure.trace_id)))
 FROM unnest(
     %(ids)s::bigint[], %(attempts)s::int[], %(retry)s::bool[], %(delays)s::interval[],
-    %(errors)s::text[], %(tracebacks)s::text[]
-) AS failure(id, attempt, retry, delay, error, traceback)
+    %(errors)s::text[], %(tracebacks)s::text[], %(trace_ids)s::text[]
+) AS failure(id, attempt, retry, delay, error, traceback, trace_id)
 WHERE job.id = failure.id
   AND job.attempts = failure.attempt
   AND job.status = 'running'
@@ -434,7 +445,7 @@ SET status = CASE WHEN decided.uncounted OR job.attempts < job.max_attempts THEN
     ))
 FROM decided
 WHERE job.id = decided.id
-RETURNING job.id, job.queue, job.status, job.attempts, NOT decided.uncounted AS counted;
+RETURNING job.id, job.queue, job.status, job.attempts, NOT decided.uncounted AS counted, job.task;
 
 -- name: next_run_at
 -- When the earliest future job of these queues (NULL: all) becomes due, as epoch seconds. Only future

@@ -17,15 +17,19 @@ batch AS (
     FROM unnest(
         %(queues)s::text[], %(tasks)s::text[], %(args)s::jsonb[], %(priorities)s::int[],
         %(max_attempts)s::int[], %(run_ats)s::timestamptz[], %(delays)s::interval[], %(waiting_for)s::int[],
-        %(metas)s::jsonb[]
-    ) WITH ORDINALITY AS batch(queue, task, args, priority, max_attempts, run_at, delay, waiting_for, meta, idx)
+        %(metas)s::jsonb[], %(trace_contexts)s::jsonb[]
+    ) WITH ORDINALITY AS batch(
+        queue, task, args, priority, max_attempts, run_at, delay, waiting_for, meta, trace_context, idx
+    )
 ),
 inserted AS (
-    INSERT INTO pgqueue.jobs (id, queue, task, args, priority, max_attempts, run_at, status, waiting_for, meta)
+    INSERT INTO pgqueue.jobs (
+        id, queue, task, args, priority, max_attempts, run_at, status, waiting_for, meta, trace_context
+    )
     SELECT ids.id, batch.queue, batch.task, batch.args, batch.priority, batch.max_attempts,
            COALESCE(batch.run_at, now() + batch.delay),
            CASE WHEN batch.waiting_for > 0 THEN 'waiting' ELSE 'pending' END,
-           batch.waiting_for, batch.meta
+           batch.waiting_for, batch.meta, batch.trace_context
     FROM batch
     JOIN ids ON ids.idx = batch.idx
 ),

@@ -25,6 +25,8 @@ class ClaimedJob:
     attempt: int
     max_attempts: int
     held: bool = False  # denied a slot by a concurrency limit and parked as `held`: not to be run
+    waited: float = 0.0  # seconds it was runnable before this claim
+    trace_context: str | None = None  # the enqueuing trace context (JSON text), as stored: anyone could write it
 
     @property
     def key(self) -> Attempt:
@@ -69,6 +71,7 @@ class Rescued(NamedTuple):
     status: str
     attempts: int
     counted: bool
+    task: str = ""
 
 
 class NextRunAt(NamedTuple):
@@ -307,3 +310,24 @@ class Parent(NamedTuple):
     def result(self) -> Any:
         """The parent's stored result (None when it returned none or has not completed)."""
         return None if self.result_json is None else json.loads(self.result_json)
+
+
+class ReporterLock(NamedTuple):
+    locked: bool
+
+
+class QueueDepth(NamedTuple):
+    """One queue's jobs by state, and how long its oldest runnable job has waited (seconds)."""
+
+    queue: str
+    ready: int
+    scheduled: int
+    running: int
+    failed: int
+    oldest_wait: float
+
+
+class ScheduleTimes(NamedTuple):
+    name: str
+    last_fire_at: float | None  # epoch seconds
+    next_fire_at: float | None

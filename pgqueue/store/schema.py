@@ -56,7 +56,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 # The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
 # behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
 # as migrations only add what older code does not read.
-REVISION = "0011"
+REVISION = "0012"
 
 metadata = MetaData(schema=SCHEMA)
 # The documented views over `jobs` (migration 0011, plain SQL: not part of the metadata).
@@ -118,6 +118,7 @@ jobs = Table(
         server_default="0",
         comment="parents not finished yet (while waiting)",
     ),
+    Column("trace_context", JSONB, comment="the enqueuing trace context (W3C traceparent), if any"),
     # The claim's shapes: all queues, or one named queue. Partial, so finished rows cost nothing.
     Index(
         "jobs_claim_idx",

@@ -74,7 +74,10 @@ def insert_job(params: Mapping[str, Any]) -> Query[int]:
 
 def insert_jobs(columns: Mapping[str, list[Any]]) -> Query[int]:
     """A batch as parallel arrays, one INSERT."""
-    return Query(QUERIES["insert_jobs"], columns, int)
+    params: dict[str, Any] = dict(columns)
+    if not any(params["trace_contexts"]):  # without tracing: a NULL array (unnest pads it out), nothing to send
+        params["trace_contexts"] = None
+    return Query(QUERIES["insert_jobs"], params, int)
 
 
 def insert_jobs_after(columns: Mapping[str, list[Any]]) -> Query[int]:
@@ -146,6 +149,7 @@ class Failure:
     delay: timedelta
     error: str
     traceback: str | None
+    trace_id: str | None = None  # the attempt's trace (with tracing), kept in its error history entry
 
 
 def fail_jobs(*, worker_id: str, failures: Sequence[Failure]) -> Query[rows.FailedJob]:
@@ -156,6 +160,7 @@ def fail_jobs(*, worker_id: str, failures: Sequence[Failure]) -> Query[rows.Fail
         "delays": [f.delay for f in failures],
         "errors": [f.error for f in failures],
         "tracebacks": [f.traceback for f in failures],
+        "trace_ids": [f.trace_id for f in failures] if any(f.trace_id for f in failures) else None,
         "worker_id": worker_id,
     }
     return Query(QUERIES["fail_jobs"], params, rows.FailedJob)
@@ -474,3 +479,18 @@ def count_prunable(filters: JobFilters, *, status: str, older_than: timedelta, m
 def prune_batch(filters: JobFilters, *, status: str, older_than: timedelta, max_id: int, batch: int) -> Command:
     params = {**filters.params(), "status": status, "older_than": older_than, "max_id": max_id, "batch": batch}
     return Command(QUERIES["admin_prune_batch"], params)
+
+
+# -- metrics (pgqueue/sql/metrics.sql) -------------------------------------------------------------------------
+
+
+def metrics_try_reporter_lock() -> Query[rows.ReporterLock]:
+    return Query(QUERIES["metrics_try_reporter_lock"], None, rows.ReporterLock)
+
+
+def metrics_queue_depth(*, limit: int) -> Query[rows.QueueDepth]:
+    return Query(QUERIES["metrics_queue_depth"], {"limit": limit}, rows.QueueDepth)
+
+
+def metrics_schedules(*, names: Sequence[str]) -> Query[rows.ScheduleTimes]:
+    return Query(QUERIES["metrics_schedules"], {"names": list(names)}, rows.ScheduleTimes)

@@ -17,6 +17,7 @@ from pgqueue.store.rows import Rescued
 from pgqueue.store.run import AsyncRunner, Command, count_async
 from pgqueue.store.schema import JobStatus
 from pgqueue.text import first_line
+from pgqueue.worker.events import Event, JobEvent, Observers
 from pgqueue.worker.registry import Refusal, Registry
 
 log = logging.getLogger("pgqueue.maintenance")
@@ -32,9 +33,18 @@ class Maintenance:
     """Run by every worker on a timer; every statement is safe to run from many workers at once."""
 
     def __init__(
-        self, runner: AsyncRunner, *, retention: timedelta, dsn: str, registry: Registry | None = None
+        self,
+        runner: AsyncRunner,
+        *,
+        retention: timedelta,
+        dsn: str,
+        registry: Registry | None = None,
+        observers: Observers | None = None,
+        worker_id: str = "",
     ) -> None:
         self._runner = runner
+        self._observers = observers if observers is not None else Observers()
+        self._worker_id = worker_id
         self.retention = retention
         self._dsn = dsn
         self._registry = registry
@@ -71,6 +81,19 @@ class Maintenance:
                 job.status,
                 f" after attempt {job.attempts}" if job.counted else " (it had not started: attempt not counted)",
             )
+            if self._observers:
+                self._observers.emit(
+                    JobEvent(
+                        Event.RESCUED,
+                        job.id,
+                        job.task,
+                        job.queue,
+                        job.attempts,
+                        self._worker_id,
+                        error="worker lost: lease expired",
+                        status=job.status,
+                    )
+                )
         runnable = [job for job in rescued if job.status == JobStatus.PENDING]
         for queue_name in sorted({job.queue for job in runnable}):
             await self._runner.count(statements.notify_queue(queue_name))

@@ -17,6 +17,7 @@ from pgqueue.store.rows import Attempt, ClaimedJob
 from pgqueue.store.statements import Failure, Snoozed
 from pgqueue.text import printable, shown
 from pgqueue.worker.completer import Completer
+from pgqueue.worker.events import Event, JobEvent, Observers
 from pgqueue.worker.executor import HandlerThreads, JobContext, Outcome, failure, run_handler, unreadable_args
 from pgqueue.worker.rules import PREFETCH_BELOW_SECONDS, average_job_seconds
 
@@ -37,6 +38,9 @@ class RunningJob:
     context: JobContext
     handle: asyncio.Task[None] | None = None
     stopped: bool = False  # cancelled by a user, rescued elsewhere, superseded or handed back: record nothing
+    waited: float = 0.0  # seconds it was runnable before its claim (for observers)
+    trace_id: str | None = None  # the attempt's trace, when an observer traces: kept with its error
+    trace_context: str | None = None  # the enqueuing trace context (the row's: unchecked)
 
     @property
     def key(self) -> Attempt:
@@ -53,8 +57,12 @@ class Slots:
         *,
         concurrency: int,
         on_free: Callable[[], None],
+        observers: Observers | None = None,
+        worker_id: str = "",
     ) -> None:
         self._tasks = tasks
+        self._observers = observers if observers is not None else Observers()
+        self._worker_id = worker_id
         self._completer = completer
         self.threads: HandlerThreads | None = None  # the event loop's, set when the worker starts
         self.concurrency = concurrency
@@ -79,12 +87,20 @@ class Slots:
         )
         task = self._tasks.get(claimed.task)
         context._queue = task.enqueuer if task is not None else None
-        job = RunningJob(claimed.id, claimed.attempt, claimed.max_attempts, claimed.task, context)
+        job = RunningJob(
+            claimed.id,
+            claimed.attempt,
+            claimed.max_attempts,
+            claimed.task,
+            context,
+            waited=claimed.waited,
+            trace_context=claimed.trace_context,
+        )
         previous = self.running.get(job.id)
         if previous is not None:
             # Its lease lapsed while it still ran here (an outage, a stalled loop), it was rescued, and now we
             # claimed it again: the older attempt is superseded and must not disturb this one.
-            self.stop(previous, f"superseded by attempt {job.attempt}: its lease had lapsed")
+            self.stop(previous, f"superseded by attempt {job.attempt}: its lease had lapsed", Event.CANCELLED)
             self._completer.forget_start(previous.key)
         if claimed.attempt > claimed.max_attempts:
             # Only hand-written SQL gets a job here (a pending row whose attempts are used up).
@@ -98,6 +114,8 @@ class Slots:
         self.running[job.id] = job
         self._completer.started(job.key, time.monotonic())
         log.debug("job %d %s attempt %d started", job.id, shown(job.task_name), job.attempt)
+        if self._observers:
+            self._observers.emit(self._event(job, Event.STARTED, waited=job.waited))
         job.handle = asyncio.create_task(self._run(job, args), name=f"pgqueue-job-{job.id}")
 
     async def _run(self, job: RunningJob, args: Any) -> None:
@@ -105,7 +123,14 @@ class Slots:
         task = self._tasks.get(job.task_name)
         started = time.monotonic()
         try:
-            outcome = await run_handler(task, job.task_name, args, job.context, self.threads)
+            if self._observers.traces:
+                started_event = self._event(job, Event.STARTED, waited=job.waited, trace_context=job.trace_context)
+                with self._observers.attempt(started_event) as scope:
+                    outcome = await run_handler(task, job.task_name, args, job.context, self.threads)
+                    job.trace_id = scope.trace_id
+                    scope.error = None if outcome.ok else (outcome.error or "error")
+            else:
+                outcome = await run_handler(task, job.task_name, args, job.context, self.threads)
         except asyncio.CancelledError:
             outcome = None
         except BaseException as exc:
@@ -113,20 +138,24 @@ class Slots:
             # the except clauses of some awaiting frames; it must fail the attempt, not leave it running.
             outcome = failure(exc)
         finally:
-            self.job_seconds = average_job_seconds(self.job_seconds, time.monotonic() - started)
+            ran = time.monotonic() - started
+            self.job_seconds = average_job_seconds(self.job_seconds, ran)
             if self.running.get(job.id) is job:  # not superseded by a newer attempt meanwhile
                 del self.running[job.id]
             self._on_free()
         if outcome is None or job.stopped:
             self._completer.forget_start(job.key)
             return
-        self._record(job, outcome)
+        self._record(job, outcome, ran)
 
-    def _record(self, job: RunningJob, outcome: Outcome) -> None:
+    def _record(self, job: RunningJob, outcome: Outcome, ran: float | None = None) -> None:
+        """`ran`: seconds the handler ran (None for a job failed without running)."""
         self._completer.forget_start(job.key)  # the outcome's write records the start too
         if outcome.ok:
             self._completer.completed(job.id, job.attempt, outcome.result_json)
             log.debug("job %d %s attempt %d completed", job.id, shown(job.task_name), job.attempt)
+            if self._observers:
+                self._observers.emit(self._event(job, Event.COMPLETED, duration=ran))
             return
         if outcome.snooze is not None:
             self._completer.snoozed(Snoozed(job.id, job.attempt, outcome.snooze))
@@ -142,7 +171,9 @@ class Slots:
         retry = not outcome.permanent and job.attempt < job.max_attempts
         delay = timedelta(seconds=task.retry.delay(job.attempt)) if retry and task else timedelta(0)
         error = outcome.error or "error"
-        self._completer.failed(Failure(job.id, job.attempt, retry, delay, error, outcome.traceback))
+        self._completer.failed(Failure(job.id, job.attempt, retry, delay, error, outcome.traceback, job.trace_id))
+        if self._observers:
+            self._observers.emit(self._event(job, Event.RETRIED if retry else Event.FAILED, duration=ran, error=error))
         if retry:
             log.info(
                 "job %d %s attempt %d/%d failed, retry in %.1f s: %s",
@@ -163,7 +194,7 @@ class Slots:
                 printable(error),
             )
 
-    def stop(self, job: RunningJob, reason: str) -> None:
+    def stop(self, job: RunningJob, reason: str, event: Event = Event.CANCELLED) -> None:
         """The attempt is no longer ours (cancelled, rescued elsewhere, superseded): stop it and record nothing."""
         if job.stopped:
             return
@@ -172,6 +203,12 @@ class Slots:
         if job.handle is not None:
             job.handle.cancel()
         log.info("job %d %s attempt %d stopped: %s", job.id, shown(job.task_name), job.attempt, reason)
+        if self._observers:
+            self._observers.emit(self._event(job, event, error=reason))
+
+    def _event(self, job: RunningJob, event: Event, **details: Any) -> JobEvent:
+        context = job.context
+        return JobEvent(event, job.id, job.task_name, context.queue, job.attempt, self._worker_id, **details)
 
     def stop_lost(self, lost: list[Attempt], reason: str) -> None:
         """Stop the running attempts among `lost` (the lease renewal found them no longer ours)."""
@@ -185,7 +222,7 @@ class Slots:
         """Stop every running attempt (to hand them back); returns them."""
         jobs = [job for job in self.running.values() if not job.stopped]
         for job in jobs:
-            self.stop(job, reason)
+            self.stop(job, reason, Event.HANDED_BACK)
             self._completer.forget_start(job.key)
         return jobs
 

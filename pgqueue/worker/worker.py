@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from pgqueue.cron.scheduler import Scheduler
+from pgqueue.errors import PgQueueError
 from pgqueue.queue.limits import declared_columns
 from pgqueue.queue.queue import Queue
 from pgqueue.settings import WorkerSettings
@@ -29,6 +30,7 @@ from pgqueue.store.run import fetch_async
 from pgqueue.text import first_line, shown
 from pgqueue.worker.completer import Completer
 from pgqueue.worker.connection import MainConnection, Outages
+from pgqueue.worker.events import Observer, Observers
 from pgqueue.worker.executor import HandlerThreads
 from pgqueue.worker.leases import LeaseKeeper
 from pgqueue.worker.listener import Listener
@@ -45,12 +47,35 @@ NOT_OURS = "no longer held by this worker (cancelled, rescued or claimed again)"
 
 
 class Worker:
-    def __init__(self, queue: Queue, settings: WorkerSettings | None = None, *, dsn: str | None = None) -> None:
+    def __init__(
+        self,
+        queue: Queue,
+        settings: WorkerSettings | None = None,
+        *,
+        dsn: str | None = None,
+        observers: list[Observer] | None = None,
+    ) -> None:
         self.queue = queue
         self.settings = settings or WorkerSettings()
         self.dsn = dsn or queue.dsn
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         settings = self.settings
+        # Metrics, structured logs and tracing see the jobs through these alone (events.py); each optional
+        # part is imported only when asked for, so the base install never imports its library.
+        self.observers = Observers(observers)
+        if settings.log_format == "json":
+            from pgqueue.worker.logs import EventLog
+
+            self.observers.add(EventLog())
+        self._metrics: Any = None
+        if settings.tracing:
+            try:
+                from pgqueue.worker.tracing import Tracing
+            except ImportError as exc:
+                raise PgQueueError(
+                    f"--tracing needs the tracing extra (pip install 'pgqueue[tracing]'): {exc}"
+                ) from None
+            self.observers.add(Tracing())
         self._stopping = Stopping(settings.grace_period)
         self._outages = Outages()
         self.connection = MainConnection(
@@ -78,14 +103,42 @@ class Worker:
         )
         self._registry = Registry(self.connection, entry, busy=lambda: len(self._slots.running))
         self._maintenance = Maintenance(
-            self.connection, retention=settings.retention, registry=self._registry, dsn=self.dsn
+            self.connection,
+            retention=settings.retention,
+            registry=self._registry,
+            dsn=self.dsn,
+            observers=self.observers,
+            worker_id=self.id,
         )
         self._slots = Slots(
             queue.tasks,
             self.completer,
             concurrency=settings.concurrency,
             on_free=lambda: self.producer.on_slot_free(),
+            observers=self.observers,
+            worker_id=self.id,
         )
+        if settings.metrics_port is not None:
+            try:
+                from pgqueue.worker.metrics import Metrics
+            except ImportError as exc:
+                raise PgQueueError(
+                    f"--metrics-port needs the metrics extra (pip install 'pgqueue[metrics]'): {exc}"
+                ) from None
+
+            self._metrics = Metrics(
+                queue,
+                # Direct to PostgreSQL when the worker's DSN goes through a transaction pooler: the reporter's
+                # advisory lock lives as long as its session.
+                settings.listen_dsn or self.dsn,
+                port=settings.metrics_port,
+                refresh=settings.metrics_interval,
+                worker_id=self.id,
+                concurrency=settings.concurrency,
+                busy=lambda: len(self._slots.running),
+                queues=settings.queues,
+            )
+            self.observers.add(self._metrics)
         self.producer = Producer(
             settings,
             self._slots,
@@ -123,6 +176,8 @@ class Worker:
 
     async def run_async(self, *, install_signal_handlers: bool = False) -> None:
         loop = asyncio.get_running_loop()
+        if self._metrics is not None:
+            self._metrics.start()  # first: a port in use stops the worker before it claims anything
         threads = self._slots.threads = HandlerThreads(loop)
         if install_signal_handlers:
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -164,6 +219,7 @@ class Worker:
             self._leases.stop()
             threads.shutdown()
             await self._registry.stopped()
+            self.observers.close()
             await self.connection.close()
             if install_signal_handlers:
                 for signum in (signal.SIGINT, signal.SIGTERM):

@@ -105,3 +105,23 @@ def test_a_child_command_line_gives_back_the_same_settings() -> None:
 def test_defaults_are_left_off_a_child_command_line() -> None:
     assert WorkerSettings().command_line() == []
     assert WorkerSettings(lease=10).command_line() == ["--lease", "10"]
+
+
+def test_observability_settings_round_trip_and_are_checked() -> None:
+    settings = WorkerSettings(metrics_port=9464, metrics_interval=5, tracing=True, log_format="json")
+    parsed = parse_work(settings.command_line())
+    assert [parsed[name] for name in ("metrics_port", "metrics_interval", "tracing", "log_format")] == [
+        9464,
+        5.0,
+        True,
+        "json",
+    ]
+    with pytest.raises(ValueError, match="metrics_port must be at most 65535"):
+        WorkerSettings(metrics_port=65536)
+    with pytest.raises(ValueError, match="metrics_port must be at least 1"):
+        WorkerSettings(metrics_port=0)
+    with pytest.raises(ValueError, match="log_format must be one of text, json"):
+        WorkerSettings(log_format="JSON")
+    for args in (["--metrics-port", "65536"], ["--log-format", "yaml"], ["--metrics-interval", "0"]):
+        result = CliRunner().invoke(app, ["work", "--app", "x", *args])
+        assert result.exit_code == 2, (args, result.output)
