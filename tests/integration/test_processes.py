@@ -163,7 +163,12 @@ def test_supervisor_children_get_every_setting_given(dsn: str, db: psycopg.Conne
                           "--poll-interval 0.5", "--queue default"):  # fmt: skip
                 assert given in line, line
             assert "--listen-dsn" not in line and child.environ()["PGQUEUE_LISTEN_DSN"] == dsn
-        listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        # Each child opened its LISTEN connection (named by its application_name; the query text would not do: the
+        # listener's probe replaces LISTEN in pg_stat_activity every poll interval).
+        listening = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'pgqueue listen'"
+        )
         wait_until(lambda: db.execute(listening).fetchone()[0] >= 2, what="two listening workers")
     finally:
         supervisor.send_signal(signal.SIGTERM)
