@@ -14,7 +14,8 @@
   no attempt and costs idle workers nothing). `held_by` names the key that was full.
 - trigger `jobs_wake_held`: when a job holding limit keys (`limit_keys`, set by the claim) stops running, one
   held job per key goes back to pending and its queue is notified. A claim that parks a job just as a slot frees
-  can miss this; maintenance wakes one held job per key each round (`wake_held`), so nothing is held for good.
+  can miss this; the parking worker's next maintenance round wakes one held job per key (`wake_held`), so nothing
+  is held for good.
 - `jobs_dedup_key_idx` covers held jobs too: a held job keeps its dedup key.
 
 Revision ID: 0008

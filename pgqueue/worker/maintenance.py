@@ -41,6 +41,7 @@ class Maintenance:
         registry: Registry | None = None,
         observers: Observers | None = None,
         worker_id: str = "",
+        parked_held: Callable[[], bool] = lambda: True,
     ) -> None:
         self._runner = runner
         self._observers = observers if observers is not None else Observers()
@@ -49,6 +50,11 @@ class Maintenance:
         self._dsn = dsn
         self._registry = registry
         self._next_prune = time.time() + PRUNE_EVERY / 10
+        # Held jobs are looked at in the first round (a worker that stopped may have left some whose limit is
+        # gone) and then only after one of our claims parked some: only the parking claim can miss the slot that
+        # freed as it parked (every later freeing wakes one itself), and an idle worker sends no statement for it.
+        self._parked_held = parked_held
+        self._look_at_held = True
 
     async def run(self, interval: float, on_lost: Callable[[BaseException], None]) -> None:
         """Every `interval` seconds (spread +/- 10 %, the first at random within it) until cancelled.
@@ -66,7 +72,9 @@ class Maintenance:
 
     async def run_once(self) -> None:
         await self.rescue_lost_jobs()
-        await self.wake_held()
+        if self._parked_held() or self._look_at_held:
+            self._look_at_held = False
+            await self.wake_held()
         if time.time() >= self._next_prune:
             self._next_prune = time.time() + PRUNE_EVERY
             await self.prune()

@@ -56,6 +56,12 @@ class Producer:
         self._next_poll = 0.0
         self._burst_rescued = False  # a burst worker rescues once before it decides it is done
         self._burst_written = 0  # outcomes written when a burst worker last found nothing to claim
+        self._parked_held = False  # a claim of ours parked held jobs since maintenance last looked
+
+    def take_parked_held(self) -> bool:
+        """Whether a claim of ours parked held jobs since the last call (maintenance's cue to look at them)."""
+        parked, self._parked_held = self._parked_held, False
+        return parked
 
     # -- what it is told ----------------------------------------------------------------------------------
 
@@ -141,6 +147,8 @@ class Producer:
         # Jobs a concurrency limit held back were parked by the claim; they count towards a full batch (there
         # may be unlimited jobs behind them) but are not ours to run.
         self.prefetched.extend(job for job in claimed if not job.held)
+        if not self._parked_held and any(job.held for job in claimed):
+            self._parked_held = True
         self.start_prefetched()
         if len(claimed) >= room:
             self._claim_wanted = True  # a full batch: there may be more

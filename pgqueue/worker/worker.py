@@ -108,6 +108,7 @@ class Worker:
             registry=self._registry,
             dsn=self.dsn,
             observers=self.observers,
+            parked_held=lambda: self.producer.take_parked_held(),
             worker_id=self.id,
         )
         self._slots = Slots(
