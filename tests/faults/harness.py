@@ -150,12 +150,7 @@ class PgBouncer:
         wait_until(self._accepts, timeout=20, what="pgbouncer listening")
 
     def dsn(self, dbname: str) -> str:
-        return f"postgresql://postgres@{self.listen[0]}:{self.port}/{dbname}"
-
-    def trust(self, network: str) -> None:
-        """Let clients of `network` (CIDR) in without a password, as initdb's trust does for loopback."""
-        with (self.pgdata / "pg_hba.conf").open("a") as hba:
-            hba.write(f"host all all {network} trust\n")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def log_text(self) -> str:
         path = self.base / "pgbouncer.log"

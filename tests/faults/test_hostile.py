@@ -328,9 +328,10 @@ def test_a_flood_of_forged_cancels_costs_few_statements(
     flood_took = time.monotonic() - flood_started
     time.sleep(1.5)  # the worker's renewals are done and their stats flushed (at most once a second)
     renewals = updates() - before
-    # At most one early renewal per 0.1 s while the flood lasts (unspaced: one or more per transaction, 100+),
-    # and perhaps one regular heartbeat (every lease/3 = 10 s).
-    assert renewals <= flood_took / 0.1 + 3, (renewals, flood_took)
+    # At most one early renewal per 0.1 s while the flood lasts and while the worker reads the notifications still
+    # queued when it ends (give that half a second), and perhaps one regular heartbeat (every lease/3 = 10 s).
+    # Unspaced, it was one or more per transaction: 79 in this test before the spacing.
+    assert renewals <= (flood_took + 0.5) / 0.1 + 3, (renewals, flood_took)
     wait_until(lambda: job_row(db, victim)["status"] == "completed", timeout=20, what="the job completed")
     assert outcomes(db, victim) == [(1, "started"), (1, "done")]
     assert worker.alive()
