@@ -29,6 +29,7 @@ from pgqueue.dashboard.filters import BadRequest, JobFilter, parse_cursor, parse
 from pgqueue.dashboard.security import CSRF_COOKIE, CSRF_FIELD, SECURITY_HEADERS, BasicAuth, CsrfTokens
 from pgqueue.settings import normalize_dsn, resolve_dsn
 from pgqueue.store import dashboard as store
+from pgqueue.store.schema import JOB_STATUSES
 
 log = logging.getLogger("pgqueue.dashboard")
 
@@ -232,7 +233,8 @@ def bulk_page(dashboard: Dashboard) -> Callable[[Request], Response]:
     return handler
 
 
-_STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+# Every status, those of limits (held) and workflows (waiting) too: the filter offers what a job can be.
+_STATUSES = JOB_STATUSES
 
 
 def _bulk_statuses(op: str, flt: JobFilter) -> list[str]:
