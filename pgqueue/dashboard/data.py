@@ -27,6 +27,7 @@ JSON_CLIP = 100_000
 TEXT_CLIP = 10_000
 TRACEBACK_CLIP = 20_000
 ATTEMPTS_SHOWN = 100
+RELATIVES_SHOWN = 50  # parents and children listed on a job page (a fan-in of thousands shows counts, then these)
 BULK_BATCH = 5_000
 BULK_MAX = 100_000  # jobs one confirmed bulk action touches at most; the page says when more remain
 
@@ -172,6 +173,9 @@ class JobDetail:
     error_count: int
     errors_type: str
     attempts_list: list[Attempt] = field(default_factory=list)
+    parents: list[store.Relative] = field(default_factory=list)
+    children: list[store.Relative] = field(default_factory=list)
+    progress: store.Progress | None = None  # None: the job is in no workflow
 
 
 @dataclass(frozen=True)
@@ -337,11 +341,27 @@ def job(conn: Connection, job_id: int) -> JobDetail | None:
         )
     ]
     attempts.reverse()
+    progress = store.job_progress(conn, job_id)
+    relatives = (
+        store.job_relatives(conn, job_id, limit=RELATIVES_SHOWN, name_clip=NAME_CLIP)
+        if progress.parents or progress.children
+        else []
+    )
     row = record._asdict()
     texts = {name: _clipped(row.pop(name), row.pop(f"{name}_length")) for name in _CLIPPED_COLUMNS}
     queue, task, args = texts.pop("queue"), texts.pop("task"), texts.pop("args")
     assert queue is not None and task is not None and args is not None
-    return JobDetail(**row, queue=queue, task=task, args=args, **texts, attempts_list=attempts)
+    return JobDetail(
+        **row,
+        queue=queue,
+        task=task,
+        args=args,
+        **texts,
+        attempts_list=attempts,
+        parents=[r for r in relatives if r.relation == "parent"],
+        children=[r for r in relatives if r.relation == "child"],
+        progress=progress if progress.parents or progress.children else None,
+    )
 
 
 _CLIPPED_COLUMNS = ("queue", "task", "dedup_key", "schedule", "worker_id", "args", "result", "error")

@@ -261,3 +261,32 @@ CROSS JOIN LATERAL (
 LEFT JOIN pgqueue.jobs AS job ON job.id = fire.job_id
 WHERE schedule.name = ANY(%(names)s::text[])
 ORDER BY schedule.name, fire.fire_at DESC;
+
+-- name: dashboard_job_relatives
+-- A job's parents (what it waits for) and children (what waits for it) in workflows, at most `limit` of each,
+-- lowest id first: by job_dependencies' primary key (job_id, ...) and its depends_on index. A parent pruned since
+-- has no row: its status shows as NULL. Names are clipped like every text of the page.
+(SELECT 'parent' AS relation, edge.depends_on AS id, left(job.task, %(name_clip)s) AS task, job.status,
+        edge.on_failure
+ FROM pgqueue.job_dependencies AS edge
+ LEFT JOIN pgqueue.jobs AS job ON job.id = edge.depends_on
+ WHERE edge.job_id = %(id)s
+ ORDER BY edge.depends_on
+ LIMIT %(limit)s)
+UNION ALL
+(SELECT 'child', edge.job_id, left(job.task, %(name_clip)s), job.status, edge.on_failure
+ FROM pgqueue.job_dependencies AS edge
+ LEFT JOIN pgqueue.jobs AS job ON job.id = edge.job_id
+ WHERE edge.depends_on = %(id)s
+ ORDER BY edge.job_id
+ LIMIT %(limit)s);
+
+-- name: dashboard_job_progress
+-- How far a job's parents are (a batch's progress, seen from its callback), and how many children it has.
+SELECT
+    (SELECT count(*) FROM pgqueue.job_dependencies WHERE job_id = %(id)s) AS parents,
+    (SELECT count(*) FROM pgqueue.job_dependencies AS edge JOIN pgqueue.jobs AS job ON job.id = edge.depends_on
+     WHERE edge.job_id = %(id)s AND job.status = 'completed') AS completed,
+    (SELECT count(*) FROM pgqueue.job_dependencies AS edge JOIN pgqueue.jobs AS job ON job.id = edge.depends_on
+     WHERE edge.job_id = %(id)s AND job.status IN ('failed', 'cancelled')) AS failed,
+    (SELECT count(*) FROM pgqueue.job_dependencies WHERE depends_on = %(id)s) AS children;

@@ -135,6 +135,25 @@ class JobRecord(NamedTuple):
     errors_type: str | None
 
 
+class Relative(NamedTuple):
+    """A job's parent or child in a workflow; `status` is None when the job was pruned since."""
+
+    relation: str  # 'parent' or 'child'
+    id: int
+    task: str | None
+    status: str | None
+    on_failure: str
+
+
+class Progress(NamedTuple):
+    """A job's parents by outcome so far (failed counts cancelled ones too), and its number of children."""
+
+    parents: int
+    completed: int
+    failed: int
+    children: int
+
+
 class AttemptEntry(NamedTuple):
     """One entry of a job's error history, its texts clipped; `raw` for an entry that is not an object."""
 
@@ -301,6 +320,17 @@ def jobs_by_run_at(
 def job(conn: Connection, job_id: int, *, name_clip: int, json_clip: int, text_clip: int) -> JobRecord | None:
     params = {"id": job_id, "name_clip": name_clip, "json_clip": json_clip, "text_clip": text_clip}
     return first(conn, Query(QUERIES["dashboard_job"], params, JobRecord))
+
+
+def job_relatives(conn: Connection, job_id: int, *, limit: int, name_clip: int) -> list[Relative]:
+    params = {"id": job_id, "limit": limit, "name_clip": name_clip}
+    return fetch(conn, Query(QUERIES["dashboard_job_relatives"], params, Relative))
+
+
+def job_progress(conn: Connection, job_id: int) -> Progress:
+    found = first(conn, Query(QUERIES["dashboard_job_progress"], {"id": job_id}, Progress))
+    assert found is not None  # a SELECT without FROM always has its row
+    return found
 
 
 def job_attempts(

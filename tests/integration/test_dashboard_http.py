@@ -565,3 +565,35 @@ def test_base_install_does_not_import_the_dashboard() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_job_page_shows_a_workflow(client: httpx.Client, db: psycopg.Connection, dsn: str) -> None:
+    """A batch's callback lists its parents with their outcomes so far; a parent lists the job waiting for it;
+    names from the rows are escaped."""
+    from pgqueue import Queue
+
+    queue = Queue(dsn)
+    queue.task(name="thumbnail")(lambda photo: None)
+    queue.task(name="build_album")(lambda album: None)
+    batch = queue.batch([("thumbnail", {"photo": n}) for n in range(3)], on_complete=("build_album", {"album": 1}))
+    queue.close()
+    first, second, third = batch.ids
+    db.execute("UPDATE pgqueue.jobs SET status = 'completed', finished_at = now() WHERE id = %s", (first,))
+    db.execute("UPDATE pgqueue.jobs SET status = 'failed', finished_at = now() WHERE id = %s", (second,))
+    db.execute("UPDATE pgqueue.jobs SET task = '<script>alert(1)</script>' WHERE id = %s", (third,))
+
+    callback = client.get(f"/jobs/{batch.callback}")
+    assert callback.status_code == 200
+    progress = re.sub(r"\s+", " ", re.search(r'data-field="progress">(.*?)</p>', callback.text, re.S).group(1))
+    assert progress == "Waits for 3 job(s): 1 completed, 1 failed or cancelled, 1 not finished."
+    listed = re.findall(r'class="job-link" href="/jobs/(\d+)"', callback.text.split('data-field="parents"')[1])
+    assert [int(i) for i in listed[:3]] == [first, second, third]
+    assert "<script>alert(1)</script>" not in callback.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in callback.text
+
+    parent = client.get(f"/jobs/{first}")
+    children = parent.text.split('data-field="children"')[1]
+    assert f'href="/jobs/{batch.callback}"' in children and "build_album" in children
+    assert "Waits for" not in parent.text  # a batch job has no parents of its own
+
+    plain = db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('noop') RETURNING id").fetchone()[0]
+    assert 'data-section="workflow"' not in client.get(f"/jobs/{plain}").text
