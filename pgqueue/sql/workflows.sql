@@ -35,7 +35,12 @@ inserted AS (
 ),
 edges AS (
     INSERT INTO pgqueue.job_dependencies (job_id, depends_on, on_failure)
-    SELECT child.id, coalesce(edge.parent_id, parent.id), edge.on_failure
+    -- An id given for a job of this very statement (guessed: ids are drawn here) is made a self-edge, which the
+    -- table's CHECK refuses: edges within a call go through positions, which are checked for cycles.
+    SELECT child.id,
+           CASE WHEN edge.parent_id = ANY(ARRAY(SELECT id FROM ids)) THEN child.id
+                ELSE coalesce(edge.parent_id, parent.id) END,
+           edge.on_failure
     FROM unnest(
         %(edge_children)s::int[], %(edge_parent_ids)s::bigint[], %(edge_parent_indexes)s::int[],
         %(edge_on_failure)s::text[]

@@ -46,7 +46,10 @@ def dependency_error(exc: BaseException) -> InvalidJobError | None:
         which = f"job {found.group(1)}" if found else "a job named in after"
         return InvalidJobError(f"{which} does not exist (never enqueued, or finished and pruned): nothing was enqueued")
     if isinstance(exc, psycopg.errors.CheckViolation) and constraint == "job_dependencies_not_itself":
-        return InvalidJobError("a job cannot depend on itself: nothing was enqueued")
+        return InvalidJobError(
+            "a job cannot depend on itself, nor by id on a job of the same call (name those with InBatch): "
+            "nothing was enqueued"
+        )
     return None
 
 

@@ -75,8 +75,22 @@ def test_a_guessed_own_id_is_refused_as_self_dependency(wf: Queue, db: psycopg.C
     """A caller that guesses the id its job will get cannot make it wait for itself (a CHECK on the table)."""
     wf.enqueue("wf_step", {"step": "first"})  # the sequence now has a value
     following = db.execute("SELECT last_value + 1 FROM pgqueue.jobs_id_seq").fetchone()[0]
-    with pytest.raises(InvalidJobError, match="cannot depend on itself: nothing was enqueued"):
+    with pytest.raises(InvalidJobError, match="cannot depend on itself, nor by id on a job of the same call"):
         wf.enqueue("wf_step", {"step": "x"}, after=[following])
+    assert nothing_inserted(db, 1)
+
+
+def test_a_cycle_through_a_guessed_id_of_the_same_call_is_refused(wf: Queue, db: psycopg.Connection) -> None:
+    """Job 0 names job 1 by the id it will get, job 1 waits for job 0 by position: a cycle the position check
+    cannot see. The statement refuses any id of its own batch, so nothing is inserted."""
+    wf.enqueue("wf_step", {"step": "first"})
+    second = db.execute("SELECT last_value + 2 FROM pgqueue.jobs_id_seq").fetchone()[0]
+    specs = [
+        JobSpec("wf_step", {"step": "a"}, after=[second]),
+        JobSpec("wf_step", {"step": "b"}, after=[InBatch(0)]),
+    ]
+    with pytest.raises(InvalidJobError, match="nor by id on a job of the same call"):
+        wf.enqueue_many(specs)
     assert nothing_inserted(db, 1)
 
 
