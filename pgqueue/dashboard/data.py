@@ -54,6 +54,8 @@ class QueueSummary:
     scheduled: int = 0
     running: int = 0
     failed: int = 0
+    held: int = 0  # parked by a full concurrency limit
+    waiting: int = 0  # waiting for their parents (workflows)
     completed_recent: int = 0
     cancelled_recent: int = 0
     failed_recent: int = 0

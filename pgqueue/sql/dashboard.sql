@@ -13,7 +13,8 @@ SELECT set_config('TimeZone', 'UTC', false), set_config('statement_timeout', %(t
 
 -- name: dashboard_queue_counts
 -- Exact counts of the active jobs per queue, each from its partial index (jobs_queue_claim_idx for pending,
--- jobs_lease_idx for running, jobs_failed_queue_idx for failed): the cost follows the backlog, not the history.
+-- jobs_lease_idx for running, jobs_failed_queue_idx for failed, jobs_parked_queue_idx for held and waiting): the
+-- cost follows the backlog, not the history.
 SELECT queue, 'due' AS kind, count(*) AS jobs, extract(epoch FROM now() - min(run_at)) AS oldest_seconds
 FROM pgqueue.jobs
 WHERE status = 'pending' AND run_at <= now()
@@ -32,7 +33,12 @@ UNION ALL
 SELECT queue, 'failed', count(*), NULL
 FROM pgqueue.jobs
 WHERE status = 'failed'
-GROUP BY queue;
+GROUP BY queue
+UNION ALL
+SELECT queue, status, count(*), NULL  -- 'held' and 'waiting', from jobs_parked_queue_idx (migration 0013)
+FROM pgqueue.jobs
+WHERE status IN ('held', 'waiting')
+GROUP BY queue, status;
 
 -- name: dashboard_recent_finished
 -- The jobs finished in the last hour (the current minute and the 59 before it), newest first, at most `cap`

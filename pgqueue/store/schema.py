@@ -56,7 +56,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 # The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
 # behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
 # as migrations only add what older code does not read.
-REVISION = "0012"
+REVISION = "0013"
 
 metadata = MetaData(schema=SCHEMA)
 # The documented views over `jobs` (migration 0011, plain SQL: not part of the metadata).
@@ -156,6 +156,13 @@ jobs = Table(
     # The dashboard's (migration 0006): failed jobs per queue, and the args containment filter.
     Index("jobs_failed_queue_idx", "queue", "id", postgresql_where=text("status = 'failed'")),
     Index("jobs_args_idx", "args", postgresql_using="gin", postgresql_ops={"args": "jsonb_path_ops"}),
+    # Migration 0013: the overview's held and waiting jobs per queue.
+    Index(
+        "jobs_parked_queue_idx",
+        "queue",
+        "status",
+        postgresql_where=text("status IN ('held', 'waiting')"),
+    ),
     # Migration 0009: debounce (one pending job per key, updated in place) and unique_for (recently completed).
     Index(
         "jobs_debounce_key_idx",

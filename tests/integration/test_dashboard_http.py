@@ -91,12 +91,21 @@ def test_overview_counts_are_exact_for_active_jobs(client: httpx.Client, db: psy
         "SELECT 'q', 't', 'completed', now() - interval '30 seconds' FROM generate_series(1, 11)"
     )
     db.execute("INSERT INTO pgqueue.jobs (queue, task, status, finished_at) VALUES ('q', 't', 'failed', now())")
+    db.execute(
+        "INSERT INTO pgqueue.jobs (queue, task, status, held_by) "
+        "SELECT 'q', 't', 'held', 'task:t' FROM generate_series(1, 3)"
+    )
+    db.execute(
+        "INSERT INTO pgqueue.jobs (queue, task, status, waiting_for) "
+        "SELECT 'q', 't', 'waiting', 1 FROM generate_series(1, 2)"
+    )
     from pgqueue.dashboard import data
 
     with psycopg.connect(db.info.dsn, autocommit=True) as conn:
         view = data.overview(conn)
     (queue,) = view.queues
     assert (queue.due, queue.scheduled, queue.failed, queue.completed_recent) == (7, 1, 1, 11)
+    assert (queue.held, queue.waiting) == (3, 2)
     assert sum(m.completed for m in view.minutes) == 11 and not view.recent_capped
     with psycopg.connect(db.info.dsn, autocommit=True) as conn:
         capped = data.overview(conn, recent_cap=5)
@@ -482,11 +491,15 @@ def test_explain_overview_reads_indexes(db: psycopg.Connection) -> None:
         "INSERT INTO pgqueue.jobs (task, queue, status, finished_at) "
         "SELECT 't', 'q', 'failed', now() FROM generate_series(1, 20)"
     )
+    db.execute(
+        "INSERT INTO pgqueue.jobs (task, queue, status, held_by) "
+        "SELECT 't', 'q', 'held', 'task:t' FROM generate_series(1, 5)"
+    )
     db.execute("VACUUM ANALYZE pgqueue.jobs")
     cases = {
         "dashboard_queue_counts": (
             {},
-            ["jobs_queue_claim_idx|jobs_claim_idx", "jobs_lease_idx", "jobs_failed_queue_idx"],
+            ["jobs_queue_claim_idx|jobs_claim_idx", "jobs_lease_idx", "jobs_failed_queue_idx", "jobs_parked_queue_idx"],
         ),
         "dashboard_recent_finished": ({"cap": 20000}, ["jobs_finished_idx"]),
         "dashboard_workers": ({"limit": 200}, ["workers_heartbeat_idx|workers_pkey|Seq Scan on workers"]),
