@@ -16,6 +16,7 @@ import pytest
 from pgqueue import Queue
 from tests.apps import limits_app
 from tests.apps.limits_app import RUNS_DDL
+from tests.integration.test_processes import count, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
@@ -70,19 +71,6 @@ def stop(proc: subprocess.Popen[str]) -> str:
         proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     return output
-
-
-def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not met within {timeout} s")
-
-
-def count(db: psycopg.Connection, where: str) -> int:
-    return db.execute(f"SELECT count(*) FROM pgqueue.jobs WHERE {where}").fetchone()[0]
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def start_worker(dsn: str, *args: str) -> subprocess.Popen:
     )
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "condition") -> None:
+def wait_until(predicate, timeout: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
