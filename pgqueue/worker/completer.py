@@ -9,6 +9,7 @@ one by one.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -37,7 +38,8 @@ class Outcomes:
 
     # Handlers started and still running, with when they started (monotonic): written within ack_delay, so
     # that a rescue can tell a job cut short from one that never started. A job that finishes first drops out
-    # (its completion or failure records the start).
+    # (its completion or failure records the start). Only the starts of handlers actually entered are written
+    # (Completer.entered); the others wait for the next write.
     started: dict[Attempt, float] = field(default_factory=dict)
     completed: list[tuple[int, int, str | None]] = field(default_factory=list)
     failed: list[Failure] = field(default_factory=list)
@@ -89,6 +91,10 @@ class Completer:
         self._on_lost = on_lost
         self._on_retry_due = on_retry_due
         self.pending = Outcomes()
+        # The attempts whose handler has been entered. Added to from handler threads: a set's add and a
+        # membership test are atomic, and the loop never iterates it. Until its handler is entered, a job
+        # taken by a kill -9 must go back uncharged, so its start is not written yet.
+        self._entered: set[Attempt] = set()
         self.stats = {"completed": 0, "failed": 0, "retried": 0, "snoozed": 0}
 
     def __len__(self) -> int:
@@ -99,9 +105,14 @@ class Completer:
     def started(self, key: Attempt, at: float) -> None:
         self.pending.started[key] = at
 
+    def entered(self, key: Attempt) -> None:
+        """The attempt's handler is being called now (from its thread, for a sync handler)."""
+        self._entered.add(key)
+
     def forget_start(self, key: Attempt) -> None:
         """The attempt's start need not be written (it ended, and its outcome records it; or it was stopped)."""
         self.pending.started.pop(key, None)
+        self._entered.discard(key)
 
     def completed(self, job_id: int, attempt: int, result_json: str | None) -> None:
         self.pending.completed.append((job_id, attempt, result_json))
@@ -131,6 +142,9 @@ class Completer:
         try:
             async with self._connection.round_trip() as conn:
                 outcomes, self.pending = self.pending, Outcomes()
+                self._hold_back_unentered(outcomes)
+                if limit is None and not outcomes:
+                    return []
                 try:
                     if limit is not None and not outcomes.failed and not outcomes.snoozed:
                         # The common case: starts, acks (if any) and the claim as one statement. It costs a
@@ -160,6 +174,15 @@ class Completer:
             log.warning("writing outcomes failed (%s); writing them one by one", first_line(exc))
             await self._write_one_by_one()
             return None
+
+    def _hold_back_unentered(self, outcomes: Outcomes) -> None:
+        """Keep the starts of handlers not yet entered for a later write, due again after ack_delay (now)."""
+        waiting = [key for key in outcomes.started if key not in self._entered]
+        if waiting:
+            now = time.monotonic()
+            for key in waiting:
+                del outcomes.started[key]
+                self.pending.started[key] = now
 
     def _claim(self, limit: int, outcomes: Outcomes) -> statements.Query[ClaimedJob]:
         return statements.record_outcomes_and_claim(
@@ -194,6 +217,7 @@ class Completer:
 
     async def _write_one_by_one(self) -> None:
         outcomes, self.pending = self.pending, Outcomes()
+        self._hold_back_unentered(outcomes)
         singles = [Outcomes(started=dict(outcomes.started))] if outcomes.started else []
         singles += [Outcomes(completed=[done]) for done in outcomes.completed]
         singles += [Outcomes(failed=[failed]) for failed in outcomes.failed]

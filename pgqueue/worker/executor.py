@@ -165,8 +165,18 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
         future.set_result(result)
 
 
-async def run_handler(task: Task | None, name: str, args: Any, context: JobContext, threads: HandlerThreads) -> Outcome:
-    """Run one attempt; every failure becomes an Outcome (CancelledError alone propagates)."""
+async def run_handler(
+    task: Task | None,
+    name: str,
+    args: Any,
+    context: JobContext,
+    threads: HandlerThreads,
+    on_enter: Callable[[], None] = lambda: None,
+) -> Outcome:
+    """Run one attempt; every failure becomes an Outcome (CancelledError alone propagates).
+
+    `on_enter` is called just before the handler itself is (on its thread, for a sync handler): from then on
+    the attempt counts as started, and a rescue charges it."""
     if task is None:
         error = f"unknown task {clip(name, 200)!r}: no handler registered in this worker"
         return Outcome(ok=False, error=_storable(error), permanent=True)
@@ -191,10 +201,10 @@ async def run_handler(task: Task | None, name: str, args: Any, context: JobConte
     deadline = asyncio.timeout(task.timeout) if task.timeout is not None else None
     try:
         if deadline is None:
-            result = await _call(task, args, threads)
+            result = await _call(task, args, threads, on_enter)
         else:
             async with deadline:
-                result = await _call(task, args, threads)
+                result = await _call(task, args, threads, on_enter)
     except asyncio.CancelledError:
         context.cancel()
         raise
@@ -228,11 +238,17 @@ async def run_handler(task: Task | None, name: str, args: Any, context: JobConte
     return Outcome(ok=True, result_json=result_json)
 
 
-async def _call(task: Task, args: dict[str, Any], threads: HandlerThreads) -> Any:
+async def _call(task: Task, args: dict[str, Any], threads: HandlerThreads, on_enter: Callable[[], None]) -> Any:
     if task.is_async:
+        on_enter()
         return await task.fn(**args)
     call_context = contextvars.copy_context()
-    return await threads.submit(lambda: call_context.run(task.fn, **args))
+
+    def enter_and_call() -> Any:
+        on_enter()
+        return call_context.run(task.fn, **args)
+
+    return await threads.submit(enter_and_call)
 
 
 def snoozed(exc: Snooze) -> Outcome:

@@ -122,15 +122,21 @@ class Slots:
         assert self.threads is not None
         task = self._tasks.get(job.task_name)
         started = time.monotonic()
+        completer = self._completer
+        key = job.key
+
+        def enter() -> None:  # on the handler's thread, for a sync handler
+            completer.entered(key)
+
         try:
             if self._observers.traces:
                 started_event = self._event(job, Event.STARTED, waited=job.waited, trace_context=job.trace_context)
                 with self._observers.attempt(started_event) as scope:
-                    outcome = await run_handler(task, job.task_name, args, job.context, self.threads)
+                    outcome = await run_handler(task, job.task_name, args, job.context, self.threads, enter)
                     job.trace_id = scope.trace_id
                     scope.error = None if outcome.ok else (outcome.error or "error")
             else:
-                outcome = await run_handler(task, job.task_name, args, job.context, self.threads)
+                outcome = await run_handler(task, job.task_name, args, job.context, self.threads, enter)
         except asyncio.CancelledError:
             outcome = None
         except BaseException as exc:

@@ -213,8 +213,18 @@ async def fault_cancellable_async(seconds: float) -> None:
 
 @queue.task(name="fault_started_record", retry=Fixed(0.2), max_attempts=10)
 def fault_started_record(n: int) -> None:
-    """Notes that its handler started, then that it finished: tells a job that never ran from one cut short."""
+    """Notes that its handler started, then that it finished: tells a job that never ran from one cut short.
+
+    The start goes first to FAULT_STARTS_FILE, with one write(2) that a kill -9 cannot undo: a row inserted over
+    a connection could still be in flight when the worker's own record of the start has committed."""
     job = current_job()
+    starts_file = os.environ.get("FAULT_STARTS_FILE")
+    if starts_file:
+        descriptor = os.open(starts_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(descriptor, f"{job.id}\n".encode())
+        finally:
+            os.close(descriptor)
     _fault_write("started", n, job)
     _fault_write("done", n, job)
 
