@@ -18,6 +18,7 @@ import typer
 from pgqueue.errors import PgQueueError
 from pgqueue.store.errors import translate
 from pgqueue.text import clip, first_line, printable, redact
+from pgqueue.worker.events import TOLD_AS_EVENT
 
 F = TypeVar("F", bound=Callable[..., Any])
 # The longest error or note line printed, before escaping: a message quoting a 100 kB DSN is cut.
@@ -92,6 +93,8 @@ def setup_logging(verbose: bool, log_format: str = "text") -> None:
     if log_format == "json":
         _json_lines = True
         handler.setFormatter(JsonFormatter())
+        # A retry, failure, stop or rescue is one event line (logger pgqueue.events), not also a text line.
+        handler.addFilter(lambda record: not getattr(record, TOLD_AS_EVENT, False))
         # Library warnings (warnings.warn) and a thread's uncaught exception become records too, so that
         # every line on stderr is a JSON object.
         logging.captureWarnings(True)

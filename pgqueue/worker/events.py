@@ -17,6 +17,12 @@ from enum import StrEnum
 
 log = logging.getLogger("pgqueue.worker")
 
+# `extra` of the worker's text lines that tell what a JobEvent tells too (a retry, a failure, a stop, a rescue):
+# with `--log-format json` each event is its own structured line, and these are left out so that nothing is
+# said twice (cli/errors.py filters them).
+TOLD_AS_EVENT = "told_as_event"
+AS_EVENT = {TOLD_AS_EVENT: True}
+
 
 class Event(StrEnum):
     STARTED = "started"  # the handler started

@@ -17,7 +17,7 @@ from pgqueue.store.rows import Rescued
 from pgqueue.store.run import AsyncRunner, Command, count_async
 from pgqueue.store.schema import JobStatus
 from pgqueue.text import first_line
-from pgqueue.worker.events import Event, JobEvent, Observers
+from pgqueue.worker.events import AS_EVENT, Event, JobEvent, Observers
 from pgqueue.worker.registry import Refusal, Registry
 
 log = logging.getLogger("pgqueue.maintenance")
@@ -88,6 +88,7 @@ class Maintenance:
                 job.id,
                 job.status,
                 f" after attempt {job.attempts}" if job.counted else " (it had not started: attempt not counted)",
+                extra=AS_EVENT,
             )
             if self._observers:
                 self._observers.emit(

@@ -17,7 +17,7 @@ from pgqueue.store.rows import Attempt, ClaimedJob
 from pgqueue.store.statements import Failure, Snoozed
 from pgqueue.text import printable, shown
 from pgqueue.worker.completer import Completer
-from pgqueue.worker.events import Event, JobEvent, Observers
+from pgqueue.worker.events import AS_EVENT, Event, JobEvent, Observers
 from pgqueue.worker.executor import HandlerThreads, JobContext, Outcome, failure, run_handler, unreadable_args
 from pgqueue.worker.rules import PREFETCH_BELOW_SECONDS, average_job_seconds
 
@@ -189,6 +189,7 @@ class Slots:
                 job.max_attempts,
                 delay.total_seconds(),
                 printable(error),
+                extra=AS_EVENT,
             )
         else:
             log.warning(
@@ -198,6 +199,7 @@ class Slots:
                 job.attempt,
                 job.max_attempts,
                 printable(error),
+                extra=AS_EVENT,
             )
 
     def stop(self, job: RunningJob, reason: str, event: Event = Event.CANCELLED) -> None:
@@ -208,7 +210,7 @@ class Slots:
         job.context.cancel()
         if job.handle is not None:
             job.handle.cancel()
-        log.info("job %d %s attempt %d stopped: %s", job.id, shown(job.task_name), job.attempt, reason)
+        log.info("job %d %s attempt %d stopped: %s", job.id, shown(job.task_name), job.attempt, reason, extra=AS_EVENT)
         if self._observers:
             self._observers.emit(self._event(job, event, error=reason))
 

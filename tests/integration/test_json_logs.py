@@ -107,6 +107,12 @@ def test_every_line_is_json_with_each_job_event(jobs: Queue, dsn: str, db: psyco
     assert events[lost][0]["status"] == "pending"
     assert kinds(held) == ["started", "cancelled"]
     assert kinds(warns) == ["started", "completed"]
+    # Each of those is said once: the worker's text lines about a retry, a failure, a stop or a rescue are left
+    # out (and the worker's other lines stay).
+    for job_id in (flaky, boom, hostile, lost, held):
+        told_twice = [r for r in records if r["logger"] != "pgqueue.events" and f"job {job_id}" in r["message"]]
+        assert not told_twice, told_twice
+    assert any(r["logger"] == "pgqueue.worker" and "started" in r["message"] for r in records)
     completed = events[ok][1]
     assert completed["duration"] >= 0 and completed["task"] == "ok" and completed["queue"] == "default"
     assert completed["attempt"] == 1 and completed["worker"].split(":")[1] == str(worker.pid)
