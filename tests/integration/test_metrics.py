@@ -196,6 +196,29 @@ def test_scrape_during_a_run_matches_the_jobs_table(jobs: Queue, dsn: str, db: p
     assert worker.returncode == 0, err
 
 
+def test_rescued_jobs_are_counted(jobs: Queue, dsn: str, db: psycopg.Connection) -> None:
+    # Two jobs of a vanished worker (leases long expired, starts recorded) and one whose worker is merely slow
+    # (its lease still runs): only the two are rescued, and counted by the worker that rescued them.
+    for lease in ("now() - interval '1 hour'", "now() - interval '1 hour'", "now() + interval '1 hour'"):
+        db.execute(
+            "INSERT INTO pgqueue.jobs (task, args, status, attempts, worker_id, started_at, lease_expires_at) "
+            f"VALUES ('ok', '{{\"n\": 1}}', 'running', 1, 'gone:1:x', now() - interval '1 hour', {lease})"
+        )
+    port = free_port()
+    worker = start(dsn, "--metrics-port", str(port), "--metrics-interval", "1", "--maintenance-interval", "0.5")
+    try:
+        samples = wait_until(
+            lambda: (s := try_scrape(port)) and by_task(s, "pgqueue_jobs_completed_total").get("ok") == 2 and s,
+            what="the two lost jobs rescued and run",
+        )
+        assert by_task(samples, "pgqueue_jobs_rescued_total") == {"ok": 2.0}
+        still = db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'running'").fetchone()[0]
+        assert still == 1  # the slow worker's job is left alone
+    finally:
+        err = stop(worker)
+    assert worker.returncode == 0, err
+
+
 def test_port_in_use_is_one_line(jobs: Queue, dsn: str) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
