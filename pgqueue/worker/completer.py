@@ -91,10 +91,12 @@ class Completer:
         self._on_lost = on_lost
         self._on_retry_due = on_retry_due
         self.pending = Outcomes()
-        # The attempts whose handler has been entered. Added to from handler threads: a set's add and a
-        # membership test are atomic, and the loop never iterates it. Until its handler is entered, a job
-        # taken by a kill -9 must go back uncharged, so its start is not written yet.
-        self._entered: set[Attempt] = set()
+        # The attempts handed to their handler that has not been entered yet: a job taken by a kill -9 now must
+        # go back uncharged, so its start is not written yet. Removed from by handler threads (`entered`): a
+        # set's discard and a membership test are atomic, and the loop never iterates it. (A set of those not
+        # entered, not of those entered: a start put back after a failed write may belong to an attempt that
+        # has ended since, and must not wait for an entry that will never come.)
+        self._not_entered: set[Attempt] = set()
         self.stats = {"completed": 0, "failed": 0, "retried": 0, "snoozed": 0}
 
     def __len__(self) -> int:
@@ -103,16 +105,18 @@ class Completer:
     # -- buffering --------------------------------------------------------------------------------------
 
     def started(self, key: Attempt, at: float) -> None:
+        """The attempt is handed to its handler (written once the handler is entered)."""
+        self._not_entered.add(key)
         self.pending.started[key] = at
 
     def entered(self, key: Attempt) -> None:
         """The attempt's handler is being called now (from its thread, for a sync handler)."""
-        self._entered.add(key)
+        self._not_entered.discard(key)
 
     def forget_start(self, key: Attempt) -> None:
         """The attempt's start need not be written (it ended, and its outcome records it; or it was stopped)."""
         self.pending.started.pop(key, None)
-        self._entered.discard(key)
+        self._not_entered.discard(key)
 
     def completed(self, job_id: int, attempt: int, result_json: str | None) -> None:
         self.pending.completed.append((job_id, attempt, result_json))
@@ -155,6 +159,9 @@ class Completer:
                     async with conn.pipeline():
                         await self._write_outcomes(conn, outcomes)
                         sent = await send_async(conn, self._claim(limit, Outcomes())) if limit is not None else None
+                    # Counted once the pipeline is through: a statement of it that fails fails them all, and they
+                    # are written again (one by one).
+                    self.stats["completed"] += len(outcomes.completed)
                     return await sent.rows() if sent is not None else []
                 except BaseException:
                     outcomes.absorb(self.pending)  # kept for the next attempt
@@ -177,7 +184,7 @@ class Completer:
 
     def _hold_back_unentered(self, outcomes: Outcomes) -> None:
         """Keep the starts of handlers not yet entered for a later write, due again after ack_delay (now)."""
-        waiting = [key for key in outcomes.started if key not in self._entered]
+        waiting = [key for key in outcomes.started if key in self._not_entered]
         if waiting:
             now = time.monotonic()
             for key in waiting:
@@ -200,7 +207,6 @@ class Completer:
                 worker_id=self._worker_id, started=outcomes.started, completed=outcomes.completed
             )
             await count_async(conn, command)
-            self.stats["completed"] += len(outcomes.completed)
         if outcomes.failed:
             written = await fetch_async(conn, statements.fail_jobs(worker_id=self._worker_id, failures=outcomes.failed))
             for failed in written:
@@ -226,6 +232,7 @@ class Completer:
             try:
                 async with self._connection.round_trip() as conn:
                     await self._write_outcomes(conn, single)
+                self.stats["completed"] += len(single.completed)
             except psycopg.OperationalError:
                 single.absorb(self.pending)  # written with the next flush, after the reconnect
                 self.pending = single

@@ -481,6 +481,8 @@ def test_an_outcome_the_database_refuses_costs_only_its_job(
     assert "this result is refused" in row["error"]
     assert scalar(db, "SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%s) AND status = 'completed'", (others,)) == 60
     assert runs_per_job(db) == {job_id: 1 for job_id in others}
+    # Its own tally agrees: a write that failed and was made again one by one is counted once.
+    assert "stopped: 60 completed, 0 retried, 1 failed" in worker.output(), worker.output()[-2000:]
 
 
 # -- 12. delayed jobs and retries -------------------------------------------------------------------------------
