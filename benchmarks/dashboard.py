@@ -136,7 +136,7 @@ def drain_rate(conn: psycopg.Connection, count: int, batch: int = 100) -> float:
     while done < count:
         claimed = conn.execute(
             QUERIES["claim_from_queues"],
-            {"limit": batch, "worker_id": "bench", "lease": "30 seconds", "queues": ["drain"]},
+            {"limit": batch, "free": batch, "worker_id": "bench", "lease": "30 seconds", "queues": ["drain"]},
         ).fetchall()
         if not claimed:
             break

@@ -1,5 +1,5 @@
-"""`pgqueue queues` (per queue: jobs per status, paused or not, its limit; then the declared limits),
-`queues limit Q N|none`, `queues pause Q` and `queues resume Q`."""
+"""`pgqueue queues` (per queue: jobs per status, paused or not, its limits; then the declared limits),
+`queues limit Q [N|none] [--rate 10/s|none]`, `queues pause Q` and `queues resume Q`."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import typer
 from pgqueue.cli.common import INT_MAX, DsnOption, app, connect
 from pgqueue.cli.errors import CliError, friendly_errors
 from pgqueue.cli.tables import format_table
-from pgqueue.queue.limits import check_queue_name
+from pgqueue.queue.limits import Rate, check_queue_name, parse_rate
 from pgqueue.store import limits
 from pgqueue.store.schema import JOB_STATUSES
 from pgqueue.text import clip, printable
 
 queues_app = typer.Typer(
-    help="Queues: jobs per status, pause and resume, concurrency limits.", invoke_without_command=True
+    help="Queues: jobs per status, pause and resume, concurrency and rate limits.", invoke_without_command=True
 )
 app.add_typer(queues_app, name="queues")
 
@@ -33,8 +33,8 @@ def queues_list(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Every queue with jobs, settings or a limit: jobs per status, paused or not, its concurrency limit; then
-    every declared limit with its running and held jobs."""
+    """Every queue with jobs, settings or a limit: jobs per status, paused or not, its concurrency and rate
+    limits; then every declared limit with its running, held and deferred jobs."""
     if ctx.invoked_subcommand is not None:
         return
     with connect(dsn) as conn:
@@ -56,24 +56,29 @@ def queues_list(
             clip(queue.name, 60),
             "paused" if queue.paused else "-",
             str(queue.concurrency) if queue.concurrency is not None else "-",
+            queue.rate or "-",
             *[str(queue.jobs.get(status, 0)) for status in statuses],
         ]
         for queue in queues
     ]
-    typer.echo(format_table(["queue", "paused", "limit", *statuses], rows))
+    typer.echo(format_table(["queue", "paused", "limit", "rate", *statuses], rows))
     if declared:
         limit_rows = [
             [
                 clip(row.name, 60),
-                str(row.concurrency),
+                str(row.concurrency) if row.concurrency is not None else "-",
                 clip(row.key_arg, 40) if row.key_arg else "-",
+                row.rate or "-",
+                clip(row.rate_key_arg, 40) if row.rate_key_arg else "-",
                 str(row.running),
                 str(row.held),
+                str(row.deferred),
             ]
             for row in declared
         ]
         typer.echo()
-        typer.echo(format_table(["limit", "concurrency", "per arg", "running", "held"], limit_rows))
+        headers = ["limit", "concurrency", "per arg", "rate", "rate per arg", "running", "held", "deferred"]
+        typer.echo(format_table(headers, limit_rows))
 
 
 @queues_app.command("pause")
@@ -103,23 +108,61 @@ def resume(queue: QueueArgument, force: ForceOption = False, dsn: DsnOption = No
 def limit(
     queue: QueueArgument,
     concurrency: Annotated[
-        str, typer.Argument(help="At most this many of the queue's jobs run at once, across all workers; none removes.")
-    ],
+        str | None,
+        typer.Argument(
+            help="At most this many of the queue's jobs run at once, across all workers; none removes.",
+            show_default=False,
+        ),
+    ] = None,
+    rate: Annotated[
+        str | None,
+        typer.Option(
+            "--rate",
+            help="At most this many of the queue's jobs start per second, minute or hour (10/s, 100/m, 5/h), "
+            "across all workers; none removes.",
+            show_default=False,
+        ),
+    ] = None,
     force: ForceOption = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Set a queue's concurrency limit now, for every worker (a limit declared in code is set again by the
-    next worker that starts)."""
+    """Set a queue's concurrency limit and/or its rate limit now, for every worker (one not given stays as it is;
+    a limit declared in code is set again by the next worker that starts)."""
     name = _queue_name(queue)
-    value = _concurrency(concurrency)
+    if concurrency is None and rate is None:
+        raise typer.BadParameter("give a concurrency (N or none), --rate (10/s or none), or both", param_hint="LIMIT")
+    changes: dict[str, Any] = {}
+    if concurrency is not None:
+        changes["concurrency"] = _concurrency(concurrency)
+    parsed_rate = None
+    if rate is not None:
+        parsed_rate = _rate(rate)
+        changes["rate"] = None if parsed_rate is None else (parsed_rate.starts, parsed_rate.period)
     with connect(dsn) as conn:
         _check_known(conn, name, force)
-        woken = limits.set_queue_limit(conn, name, value)
+        woken = limits.set_queue_limit(conn, name, **changes)
     shown = printable(name)
-    if value is None:
-        typer.echo(f"queue {shown!r}: no limit" + (f" ({woken} held job(s) released)" if woken else ""))
-    else:
-        typer.echo(f"queue {shown!r}: at most {value} job(s) at once")
+    if "concurrency" in changes:
+        value = changes["concurrency"]
+        if value is None:
+            typer.echo(f"queue {shown!r}: no concurrency limit" + (f" ({woken} held job(s) released)" if woken else ""))
+        else:
+            typer.echo(f"queue {shown!r}: at most {value} job(s) at once")
+    if "rate" in changes:
+        if parsed_rate is None:
+            typer.echo(f"queue {shown!r}: no rate limit")
+        else:
+            typer.echo(f"queue {shown!r}: at most {parsed_rate} starts (in any window of that length)")
+
+
+def _rate(text: str) -> Rate | None:
+    """A rate as typed; None for none."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse_rate(text, "--rate")
+    except ValueError as exc:
+        raise typer.BadParameter(printable(str(exc)), param_hint="--rate") from None
 
 
 def _queue_name(text: str) -> str:

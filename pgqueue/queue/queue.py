@@ -17,7 +17,7 @@ from pgqueue.cron.schedule import Schedule, declare
 from pgqueue.errors import InvalidJobError, JobNotFoundError, UnknownTaskError
 from pgqueue.queue import jobs, tracing
 from pgqueue.queue.jobs import InBatch, JobSpec, ParentRef
-from pgqueue.queue.limits import Limit, check_concurrency, check_queue_name
+from pgqueue.queue.limits import Limit, check_concurrency, check_queue_name, parse_rate
 from pgqueue.queue.retry import DEFAULT_BACKOFF, RetryPolicy
 from pgqueue.queue.tasks import Task, exception_classes
 from pgqueue.settings import resolve_dsn
@@ -89,6 +89,8 @@ class Queue:
         timeout: float | None = None,
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     ) -> Callable[[Callable[..., Any]], Task]: ...
 
@@ -105,12 +107,16 @@ class Queue:
         timeout: float | None = None,
         concurrency: int | None = None,
         concurrency_key: str | None = None,
+        rate_limit: str | None = None,
+        rate_key: str | None = None,
         retry_on: type[BaseException] | tuple[type[BaseException], ...] | None = None,
     ) -> Task | Callable[[Callable[..., Any]], Task]:
         """Register a handler (sync or async) as a task: `@queue.task` or `@queue.task(name=...)`.
 
         `concurrency=N`: at most N jobs of this task run at once across all workers and hosts (exact, decided
         inside the claim); with `concurrency_key="customer_id"`, at most N per value of that argument.
+        `rate_limit="10/s"` (or `/m`, `/h`): at most 10 starts in any one-second window, across all workers and
+        hosts, counted by the database at the claim; with `rate_key="customer_id"`, per value of that argument.
         `retry_on`: only these exceptions are retried; any other fails the job at once (default: all retried).
         """
         retry_classes = exception_classes(retry_on) if retry_on is not None else None
@@ -123,7 +129,7 @@ class Queue:
                 raise ValueError("max_attempts must be at least 1")
             if timeout is not None and timeout <= 0:
                 raise ValueError("timeout must be positive")
-            limit = _task_limit(task_name, handler, concurrency, concurrency_key)
+            limit = _task_limit(task_name, handler, concurrency, concurrency_key, rate_limit, rate_key)
             registered = Task(
                 name=task_name,
                 fn=handler,
@@ -141,13 +147,21 @@ class Queue:
 
         return register(fn) if fn is not None else register
 
-    def limit_queue(self, queue_name: str, *, concurrency: int) -> None:
-        """Declare that at most `concurrency` jobs of queue `queue_name` run at once, across all workers.
+    def limit_queue(self, queue_name: str, *, concurrency: int | None = None, rate_limit: str | None = None) -> None:
+        """Declare that at most `concurrency` jobs of queue `queue_name` run at once, and/or that at most
+        `rate_limit` ("100/m") of them start per period, across all workers.
 
         Synced by every worker when it starts (a run-time `set_queue_limit` or `pgqueue queues limit` holds
         until the next worker start declares this again)."""
         check_queue_name(queue_name)
-        self.queue_limits[queue_name] = Limit("queue", queue_name, check_concurrency(concurrency, "concurrency"))
+        if concurrency is None and rate_limit is None:
+            raise ValueError("limit_queue needs concurrency, rate_limit or both")
+        self.queue_limits[queue_name] = Limit(
+            "queue",
+            queue_name,
+            None if concurrency is None else check_concurrency(concurrency, "concurrency"),
+            rate=None if rate_limit is None else parse_rate(rate_limit),
+        )
 
     @property
     def limits(self) -> list[Limit]:
@@ -477,6 +491,14 @@ class Queue:
         with self._database.connection() as conn:
             limit_store.set_queue_limit(conn, queue_name, value)
 
+    def set_queue_rate(self, queue_name: str, rate_limit: str | None) -> None:
+        """Set a queue's rate limit now ("100/m"; None removes it), for every worker at once; its concurrency
+        limit, if any, stays."""
+        check_queue_name(queue_name)
+        rate = None if rate_limit is None else parse_rate(rate_limit)
+        with self._database.connection() as conn:
+            limit_store.set_queue_limit(conn, queue_name, rate=None if rate is None else (rate.starts, rate.period))
+
     def queues(self) -> list[limit_store.QueueInfo]:
         """Every queue with jobs, settings or a limit: job counts per status, paused or not, its limit."""
         with self._database.connection() as conn:
@@ -498,21 +520,35 @@ class Queue:
 
 
 def _task_limit(
-    task_name: str, handler: Callable[..., Any], concurrency: int | None, concurrency_key: str | None
+    task_name: str,
+    handler: Callable[..., Any],
+    concurrency: int | None,
+    concurrency_key: str | None,
+    rate_limit: str | None,
+    rate_key: str | None,
 ) -> Limit | None:
-    if concurrency is None:
-        if concurrency_key is not None:
-            raise ValueError("concurrency_key needs concurrency (how many jobs per key may run at once)")
+    if concurrency is None and concurrency_key is not None:
+        raise ValueError("concurrency_key needs concurrency (how many jobs per key may run at once)")
+    if rate_limit is None and rate_key is not None:
+        raise ValueError("rate_key needs rate_limit (how many jobs per key may start per period)")
+    if concurrency is None and rate_limit is None:
         return None
-    check_concurrency(concurrency, "concurrency")
-    if concurrency_key is not None:
-        if not isinstance(concurrency_key, str) or not concurrency_key:
-            raise ValueError("concurrency_key must be the name of one of the task's arguments")
-        parameters = inspect.signature(handler).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        if not takes_any and concurrency_key not in parameters:
-            raise ValueError(f"concurrency_key {concurrency_key!r} is not an argument of task {task_name!r}")
-    return Limit("task", task_name, concurrency, concurrency_key)
+    if concurrency is not None:
+        check_concurrency(concurrency, "concurrency")
+    rate = None if rate_limit is None else parse_rate(rate_limit)
+    for option, key in (("concurrency_key", concurrency_key), ("rate_key", rate_key)):
+        if key is not None:
+            _check_argument_name(task_name, handler, option, key)
+    return Limit("task", task_name, concurrency, concurrency_key, rate, rate_key)
+
+
+def _check_argument_name(task_name: str, handler: Callable[..., Any], option: str, key: Any) -> None:
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"{option} must be the name of one of the task's arguments")
+    parameters = inspect.signature(handler).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if not takes_any and key not in parameters:
+        raise ValueError(f"{option} {key!r} is not an argument of task {task_name!r}")
 
 
 def _enqueued_filter(

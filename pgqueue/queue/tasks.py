@@ -37,7 +37,7 @@ class Task:
     max_attempts: int | None = None
     retry: RetryPolicy = DEFAULT_BACKOFF
     timeout: float | None = None
-    limit: Limit | None = None  # concurrency limit across all workers (pgqueue.limits)
+    limit: Limit | None = None  # concurrency and rate limits across all workers (pgqueue.limits)
     enqueuer: Enqueuer | None = field(default=None, repr=False)
     # None: every exception is retried (while attempts are left); else only these, the others fail at once.
     retry_on: tuple[type[BaseException], ...] | None = None

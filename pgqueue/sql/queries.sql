@@ -116,12 +116,16 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_co
 -- attempts is capped below the integer maximum so that one hand-edited row cannot make every claim fail
 -- (the worker fails a job claimed past its max_attempts without running it).
 -- args come back as text: the worker parses each job's on its own, so one unreadable row fails alone.
--- Concurrency limits (pgqueue.limits, read once per claim like the paused queues): picked jobs of a limited
--- task or queue go through pgqueue.grant_slots (migration 0008), which grants the free slots exactly; a job it
--- denies is parked as `held`, uncharged, and comes back with `held` true so the worker knows the batch was
--- not short for want of jobs. With no limits declared, grant_slots is never called. `finished` names the
--- jobs this statement completes (composed in store/queries.py): their slots are free for this claim.
--- grant_slots serves its candidates in the order given: picked's, which a CTE scan keeps (no second sort).
+-- Limits (pgqueue.limits, read once per claim like the paused queues): picked jobs of a limited task or queue
+-- go through pgqueue.grant_limits (migrations 0008 and 0014), which grants free slots and rate starts exactly.
+-- A job denied a slot is parked as `held`; one a full rate window turns away stays pending with run_at moved to
+-- when a start frees (`deferred_by`, `due_at`); both uncharged, and both come back with `held` true so the worker
+-- knows the batch was not short for want of jobs. A rate-limited job that would only wait in the worker's
+-- memory (no free slot there: `free`) is not claimed at all and comes back as a `no_slot` row, so that a start
+-- is counted only for a handler about to run. With no limited job picked, grant_limits is never called.
+-- `finished` names the jobs this statement completes (composed in store/queries.py): their slots are free for
+-- this claim. grant_limits serves its candidates in picked's order, which a CTE scan keeps (no second sort), and
+-- is told each one's place in the claim (`positions`): the jobs ahead of it that run take the free slots first.
 -- The rows come back in claim order (an UPDATE returns them in its join's order): the worker starts them so.
 -- waited: how long the job was runnable before this claim (the queue-wait metric), by the server's clock.
 WITH paused AS MATERIALIZED (
@@ -141,37 +145,57 @@ picked AS (
     LIMIT %(limit)s
     FOR UPDATE OF jobs SKIP LOCKED
 ),
-decided AS (
-    SELECT granted.job_id, granted.keys, granted.held_by
+candidates AS (
+    SELECT array_agg(numbered.id ORDER BY numbered.position) AS ids,
+           array_agg(numbered.position ORDER BY numbered.position) AS positions
     FROM limited
-    CROSS JOIN LATERAL pgqueue.grant_slots(
-        ARRAY(
-            SELECT picked.id FROM picked
-            WHERE picked.task = ANY(limited.tasks) OR picked.queue = ANY(limited.queues)
-        ),
-        ARRAY(SELECT finished.id FROM finished)
+    CROSS JOIN (SELECT picked.id, picked.task, picked.queue, row_number() OVER () AS position FROM picked) AS numbered
+    WHERE numbered.task = ANY(limited.tasks) OR numbered.queue = ANY(limited.queues)
+    HAVING count(*) > 0
+),
+decided AS (
+    SELECT granted.job_id, granted.keys, granted.held_by, granted.deferred_by, granted.due_at, granted.no_slot
+    FROM candidates
+    CROSS JOIN LATERAL pgqueue.grant_limits(
+        candidates.ids, candidates.positions::int[], ARRAY(SELECT finished.id FROM finished), %(free)s
     ) AS granted
 ),
 claimed AS (
     UPDATE pgqueue.jobs AS job
-    SET status = CASE WHEN decided.held_by IS NULL THEN 'running' ELSE 'held' END,
-        attempts = CASE WHEN decided.held_by IS NULL THEN least(job.attempts, 2147483646) + 1 ELSE job.attempts END,
+    SET status = CASE WHEN decided.held_by IS NOT NULL THEN 'held'
+                      WHEN decided.deferred_by IS NOT NULL THEN 'pending'
+                      ELSE 'running' END,
+        attempts = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
+                        THEN least(job.attempts, 2147483646) + 1 ELSE job.attempts END,
         started_at = NULL,
         finished_at = NULL,
-        worker_id = CASE WHEN decided.held_by IS NULL THEN %(worker_id)s END,
-        lease_expires_at = CASE WHEN decided.held_by IS NULL THEN now() + %(lease)s::interval END,
+        worker_id = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL THEN %(worker_id)s END,
+        lease_expires_at = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
+                                THEN now() + %(lease)s::interval END,
         limit_keys = decided.keys,
-        held_by = decided.held_by
+        held_by = decided.held_by,
+        run_at = coalesce(decided.due_at, job.run_at),
+        deferred_by = decided.deferred_by
     FROM picked
     LEFT JOIN decided ON decided.job_id = picked.id
-    WHERE job.id = picked.id
+    WHERE job.id = picked.id AND decided.no_slot IS NOT TRUE
     RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
-              job.run_at, job.trace_context
+              job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due
 )
-SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held,
-       extract(epoch FROM now() - run_at)::float8 AS waited, trace_context::text
-FROM claimed
-ORDER BY priority DESC, run_at, id;
+SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot
+FROM (
+    SELECT id, queue, task, args::text AS args, attempts, max_attempts,
+           held_by IS NOT NULL OR deferred_by IS NOT NULL AS held,
+           extract(epoch FROM now() - was_due)::float8 AS waited, trace_context::text AS trace_context,
+           CASE WHEN deferred_by IS NOT NULL THEN extract(epoch FROM run_at)::float8 END AS due_at,
+           false AS no_slot, priority, was_due
+    FROM claimed
+    UNION ALL
+    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, NULL, NULL
+    FROM decided
+    WHERE decided.no_slot
+) AS answer
+ORDER BY no_slot, priority DESC, was_due, id;
 
 -- name: claim_from_queues
 -- The same for named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
@@ -201,37 +225,57 @@ picked AS (
     ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
     LIMIT %(limit)s
 ),
-decided AS (
-    SELECT granted.job_id, granted.keys, granted.held_by
+candidates AS (
+    SELECT array_agg(numbered.id ORDER BY numbered.position) AS ids,
+           array_agg(numbered.position ORDER BY numbered.position) AS positions
     FROM limited
-    CROSS JOIN LATERAL pgqueue.grant_slots(
-        ARRAY(
-            SELECT picked.id FROM picked
-            WHERE picked.task = ANY(limited.tasks) OR picked.queue = ANY(limited.queues)
-        ),
-        ARRAY(SELECT finished.id FROM finished)
+    CROSS JOIN (SELECT picked.id, picked.task, picked.queue, row_number() OVER () AS position FROM picked) AS numbered
+    WHERE numbered.task = ANY(limited.tasks) OR numbered.queue = ANY(limited.queues)
+    HAVING count(*) > 0
+),
+decided AS (
+    SELECT granted.job_id, granted.keys, granted.held_by, granted.deferred_by, granted.due_at, granted.no_slot
+    FROM candidates
+    CROSS JOIN LATERAL pgqueue.grant_limits(
+        candidates.ids, candidates.positions::int[], ARRAY(SELECT finished.id FROM finished), %(free)s
     ) AS granted
 ),
 claimed AS (
     UPDATE pgqueue.jobs AS job
-    SET status = CASE WHEN decided.held_by IS NULL THEN 'running' ELSE 'held' END,
-        attempts = CASE WHEN decided.held_by IS NULL THEN least(job.attempts, 2147483646) + 1 ELSE job.attempts END,
+    SET status = CASE WHEN decided.held_by IS NOT NULL THEN 'held'
+                      WHEN decided.deferred_by IS NOT NULL THEN 'pending'
+                      ELSE 'running' END,
+        attempts = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
+                        THEN least(job.attempts, 2147483646) + 1 ELSE job.attempts END,
         started_at = NULL,
         finished_at = NULL,
-        worker_id = CASE WHEN decided.held_by IS NULL THEN %(worker_id)s END,
-        lease_expires_at = CASE WHEN decided.held_by IS NULL THEN now() + %(lease)s::interval END,
+        worker_id = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL THEN %(worker_id)s END,
+        lease_expires_at = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
+                                THEN now() + %(lease)s::interval END,
         limit_keys = decided.keys,
-        held_by = decided.held_by
+        held_by = decided.held_by,
+        run_at = coalesce(decided.due_at, job.run_at),
+        deferred_by = decided.deferred_by
     FROM picked
     LEFT JOIN decided ON decided.job_id = picked.id
-    WHERE job.id = picked.id
+    WHERE job.id = picked.id AND decided.no_slot IS NOT TRUE
     RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
-              job.run_at, job.trace_context
+              job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due
 )
-SELECT id, queue, task, args::text, attempts, max_attempts, held_by IS NOT NULL AS held,
-       extract(epoch FROM now() - run_at)::float8 AS waited, trace_context::text
-FROM claimed
-ORDER BY priority DESC, run_at, id;
+SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot
+FROM (
+    SELECT id, queue, task, args::text AS args, attempts, max_attempts,
+           held_by IS NOT NULL OR deferred_by IS NOT NULL AS held,
+           extract(epoch FROM now() - was_due)::float8 AS waited, trace_context::text AS trace_context,
+           CASE WHEN deferred_by IS NOT NULL THEN extract(epoch FROM run_at)::float8 END AS due_at,
+           false AS no_slot, priority, was_due
+    FROM claimed
+    UNION ALL
+    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, NULL, NULL
+    FROM decided
+    WHERE decided.no_slot
+) AS answer
+ORDER BY no_slot, priority DESC, was_due, id;
 
 -- name: record_starts
 -- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
@@ -740,15 +784,20 @@ SELECT pg_backend_pid();
 WITH declared AS (
     SELECT *
     FROM unnest(
-        %(names)s::text[], %(scopes)s::text[], %(targets)s::text[], %(concurrencies)s::int[], %(key_args)s::text[]
-    ) AS d(name, scope, target, concurrency, key_arg)
+        %(names)s::text[], %(scopes)s::text[], %(targets)s::text[], %(concurrencies)s::int[], %(key_args)s::text[],
+        %(rates)s::int[], %(rate_periods)s::interval[], %(rate_key_args)s::text[]
+    ) AS d(name, scope, target, concurrency, key_arg, rate, rate_period, rate_key_arg)
 ),
 registered AS (
-    INSERT INTO pgqueue.limits AS l (name, scope, target, concurrency, key_arg, updated_at)
-    SELECT name, scope, target, concurrency, key_arg, now() FROM declared
+    INSERT INTO pgqueue.limits AS l
+        (name, scope, target, concurrency, key_arg, rate, rate_period, rate_key_arg, updated_at)
+    SELECT name, scope, target, concurrency, key_arg, rate, rate_period, rate_key_arg, now() FROM declared
     ON CONFLICT (name) DO UPDATE
-    SET concurrency = excluded.concurrency, key_arg = excluded.key_arg, updated_at = now()
-    WHERE (l.concurrency, l.key_arg) IS DISTINCT FROM (excluded.concurrency, excluded.key_arg)
+    SET concurrency = excluded.concurrency, key_arg = excluded.key_arg, rate = excluded.rate,
+        rate_period = excluded.rate_period, rate_key_arg = excluded.rate_key_arg, updated_at = now()
+    WHERE (l.concurrency, l.key_arg, l.rate, l.rate_period, l.rate_key_arg)
+          IS DISTINCT FROM (excluded.concurrency, excluded.key_arg, excluded.rate, excluded.rate_period,
+                            excluded.rate_key_arg)
     RETURNING name
 ),
 removed AS (
@@ -760,16 +809,49 @@ SELECT name FROM registered
 UNION ALL
 SELECT name FROM removed;
 
+-- name: limit_for_update
+-- One limit as it stands, locked: a run-time change of its concurrency keeps its rate, and the other way round.
+SELECT concurrency, key_arg, rate, extract(epoch FROM rate_period)::float8 AS rate_seconds, rate_key_arg
+FROM pgqueue.limits
+WHERE name = %(name)s
+FOR UPDATE;
+
 -- name: set_limit
--- One limit set at run time (`pgqueue queues limit`, Queue.limit_queue outside a worker).
-INSERT INTO pgqueue.limits AS l (name, scope, target, concurrency, key_arg, updated_at)
-VALUES (%(name)s, %(scope)s, %(target)s, %(concurrency)s, %(key_arg)s, now())
+-- One limit set at run time (`pgqueue queues limit`, Queue.set_queue_limit): every column given.
+INSERT INTO pgqueue.limits AS l
+    (name, scope, target, concurrency, key_arg, rate, rate_period, rate_key_arg, updated_at)
+VALUES (%(name)s, %(scope)s, %(target)s, %(concurrency)s, %(key_arg)s, %(rate)s, %(rate_period)s::interval,
+        %(rate_key_arg)s, now())
 ON CONFLICT (name) DO UPDATE
-SET concurrency = excluded.concurrency, key_arg = excluded.key_arg, updated_at = now()
+SET concurrency = excluded.concurrency, key_arg = excluded.key_arg, rate = excluded.rate,
+    rate_period = excluded.rate_period, rate_key_arg = excluded.rate_key_arg, updated_at = now()
 RETURNING name;
 
 -- name: remove_limit
 DELETE FROM pgqueue.limits WHERE name = %(name)s RETURNING name;
+
+-- name: release_deferred
+-- The jobs waiting for a start of these limits' rates (run_at moved by the window) are due now: run after a limit
+-- changes, so that a rate raised or removed does not leave a backlog waiting on the old one's schedule. The claim
+-- decides on them anew. Their queues' workers are woken.
+WITH released AS (
+    UPDATE pgqueue.jobs AS job
+    SET run_at = now(), deferred_by = NULL
+    FROM unnest(%(names)s::text[]) AS changed(name)
+    WHERE job.status = 'pending' AND job.deferred_by IS NOT NULL
+      AND (job.deferred_by = jsonb_build_array('rate', changed.name)::text
+           OR starts_with(job.deferred_by, left(jsonb_build_array('rate', changed.name)::text, -1) || ', '))
+    RETURNING job.queue
+)
+SELECT queue, count(*) AS woken,
+       pg_notify('pgqueue_jobs', json_build_object('queue', queue, 'run_at', 0)::text)::text AS notified
+FROM released
+GROUP BY queue;
+
+-- name: prune_rate_starts
+-- Starts that left their window long ago, of keys no claim has looked at since (a claim drops its keys' own).
+-- An hour is the longest window a rate may have.
+DELETE FROM pgqueue.rate_starts WHERE at < now() - interval '1 hour';
 
 -- name: wake_held
 -- Held jobs back to pending: up to `per_key` per limit key (NULL: all) of the limits named (NULL: every limit),
@@ -849,7 +931,8 @@ names AS (
 SELECT names.name,
        coalesce(queues.paused, false) AS paused,
        limits.concurrency,
-       coalesce(counts.jobs, jsonb_build_object())::text AS jobs
+       coalesce(counts.jobs, jsonb_build_object())::text AS jobs,
+       pgqueue.rate_text(limits.rate, limits.rate_period) AS rate
 FROM names
 LEFT JOIN pgqueue.queues ON queues.name = names.name
 LEFT JOIN pgqueue.limits ON limits.scope = 'queue' AND limits.target = names.name
@@ -857,12 +940,20 @@ LEFT JOIN counts ON counts.queue = names.name
 ORDER BY names.name;
 
 -- name: list_limits
--- Every declared limit, with how many of its jobs run and how many are held right now.
+-- Every declared limit, with how many of its jobs run and how many are held right now, and for a rate how many
+-- wait for a start (pending, run_at moved by the rate: deferred_by names one of its keys).
 SELECT lim.name, lim.scope, lim.target, lim.concurrency, lim.key_arg,
        (SELECT count(*) FROM pgqueue.jobs AS job
         WHERE job.status = 'running'
           AND CASE WHEN lim.scope = 'task' THEN job.task ELSE job.queue END = lim.target) AS running,
        (SELECT count(*) FROM pgqueue.jobs AS job
-        WHERE job.status = 'held' AND pgqueue.limit_of(job.held_by) = lim.name) AS held
+        WHERE job.status = 'held' AND pgqueue.limit_of(job.held_by) = lim.name) AS held,
+       pgqueue.rate_text(lim.rate, lim.rate_period) AS rate,
+       lim.rate_key_arg,
+       (SELECT count(*) FROM pgqueue.jobs AS job
+        WHERE job.status = 'pending' AND job.deferred_by IS NOT NULL
+          AND (job.deferred_by = jsonb_build_array('rate', lim.name)::text
+               OR starts_with(job.deferred_by, left(jsonb_build_array('rate', lim.name)::text, -1) || ', '))
+       ) AS deferred
 FROM pgqueue.limits AS lim
 ORDER BY lim.name;

@@ -110,11 +110,15 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     Grant(("SELECT",), "TABLE", "queues"),  # a claim reads which queues are paused
     # Each worker's row: upserted, heartbeat, stopped; rows of workers long silent pruned.
     Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "workers"),
-    # Concurrency limits (migration 0008): read by every claim, synced by workers at start and by `pgqueue queues
+    # Limits (migrations 0008, 0014): read by every claim, synced by workers at start and by `pgqueue queues
     # limit`. (Pausing a queue stays an owner's action, as before: the worker role only reads pgqueue.queues.)
     Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "limits"),
-    Grant(("EXECUTE",), "FUNCTION", "grant_slots", argument_types=("bigint[]", "bigint[]")),
+    Grant(("EXECUTE",), "FUNCTION", "grant_limits", argument_types=("bigint[]", "integer[]", "bigint[]", "integer")),
     Grant(("EXECUTE",), "FUNCTION", "job_limit_keys", argument_types=("bigint[]",)),
+    # Rate limits (migration 0014): the claim counts, adds and drops the starts in each window; maintenance prunes.
+    Grant(("EXECUTE",), "FUNCTION", "job_rate_keys", argument_types=("bigint[]",)),
+    Grant(("SELECT", "INSERT", "DELETE"), "TABLE", "rate_starts"),
+    Grant(("EXECUTE",), "FUNCTION", "rate_text", argument_types=("integer", "interval")),
     Grant(("EXECUTE",), "FUNCTION", "limit_of", argument_types=("text",)),
     *_IDS_AND_VERSION,
     # The history views (migration 0011), for the operators who run as this role; they show args and errors,

@@ -24,9 +24,11 @@ class ClaimedJob:
     args_text: str
     attempt: int
     max_attempts: int
-    held: bool = False  # denied a slot by a concurrency limit and parked as `held`: not to be run
+    held: bool = False  # not to be run: denied a slot (parked as `held`), a rate start, or not claimed (no_slot)
     waited: float = 0.0  # seconds it was runnable before this claim
     trace_context: str | None = None  # the enqueuing trace context (JSON text), as stored: anyone could write it
+    due_at: float | None = None  # held because a rate's window is full: pending again, due then (epoch seconds)
+    no_slot: bool = False  # rate-limited, not claimed: this worker had no free slot to start it in at once
 
     @property
     def key(self) -> Attempt:
@@ -209,16 +211,28 @@ class QueueListing(NamedTuple):
     paused: bool
     concurrency: int | None  # the queue's concurrency limit, None when it has none
     jobs: str  # JSON object: status -> count
+    rate: str | None  # the queue's rate limit as written ("100/m"), None when it has none
 
 
 class LimitListing(NamedTuple):
     name: str
     scope: str
     target: str
-    concurrency: int
+    concurrency: int | None
     key_arg: str | None
     running: int
     held: int
+    rate: str | None  # "10/s"
+    rate_key_arg: str | None
+    deferred: int  # pending jobs waiting for a start of the rate's window
+
+
+class LimitSettings(NamedTuple):
+    concurrency: int | None
+    key_arg: str | None
+    rate: int | None
+    rate_seconds: float | None
+    rate_key_arg: str | None
 
 
 class OrderId(NamedTuple):

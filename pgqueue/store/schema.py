@@ -23,7 +23,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, DOMAIN, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, DOMAIN, INTERVAL, JSONB
 
 SCHEMA = "pgqueue"
 
@@ -56,7 +56,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 # The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
 # behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
 # as migrations only add what older code does not read.
-REVISION = "0013"
+REVISION = "0014"
 
 metadata = MetaData(schema=SCHEMA)
 # The documented views over `jobs` (migration 0011, plain SQL: not part of the metadata).
@@ -108,6 +108,7 @@ jobs = Table(
     Column("schedule", Text, comment="the periodic schedule that produced the job"),
     Column("limit_keys", ARRAY(Text), comment="the limit slots the running job holds"),
     Column("held_by", Text, comment="the full limit key that holds the job back"),
+    Column("deferred_by", Text, comment="the rate key whose window moved run_at"),  # migration 0014
     Column("snoozes", Integer, nullable=False, server_default="0", comment="times its handler snoozed"),
     Column("debounce_key", Text, comment="at most one pending job per key; a later enqueue updates it"),
     Column("meta", JSONB, comment="what the job is about, given at enqueue (order id, tenant)"),  # migration 0011
@@ -162,6 +163,13 @@ jobs = Table(
         "queue",
         "status",
         postgresql_where=text("status IN ('held', 'waiting')"),
+    ),
+    # Migration 0014: the latest due time of the jobs waiting for each rate key.
+    Index(
+        "jobs_deferred_idx",
+        "deferred_by",
+        "run_at",
+        postgresql_where=text("deferred_by IS NOT NULL AND status = 'pending'"),
     ),
     # Migration 0009: debounce (one pending job per key, updated in place) and unique_for (recently completed).
     Index(
@@ -249,21 +257,43 @@ queues = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-# Concurrency limits (migration 0008), decided inside the claim by pgqueue.grant_slots: `task:NAME` (per value
-# of the argument `key_arg` when set) or `queue:NAME`.
+# Limits (migrations 0008 and 0014), decided inside the claim by pgqueue.grant_limits: `task:NAME` or
+# `queue:NAME`, with a concurrency (per value of the argument `key_arg` when set), a rate (at most `rate` starts
+# in any window of `rate_period`, per value of `rate_key_arg` when set), or both.
 limits = Table(
     "limits",
     metadata,
     Column("name", Text, primary_key=True),
     Column("scope", Text, nullable=False),
     Column("target", Text, nullable=False),
-    Column("concurrency", Integer, nullable=False),
+    Column("concurrency", Integer),
     Column("key_arg", Text, comment="at most concurrency running jobs per value of this arg"),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("rate", Integer, comment="at most this many starts in any window of rate_period"),
+    Column("rate_period", INTERVAL),
+    Column("rate_key_arg", Text, comment="the rate counts per value of this arg"),
     CheckConstraint("scope IN ('task', 'queue')", name="limits_scope_check"),
     CheckConstraint("name = scope || ':' || target", name="limits_name_check"),
-    CheckConstraint("concurrency >= 1", name="limits_concurrency_check"),
-    CheckConstraint("key_arg IS NULL OR scope = 'task'", name="limits_key_arg_check"),
+    CheckConstraint("concurrency IS NULL OR concurrency >= 1", name="limits_concurrency_check"),
+    CheckConstraint("key_arg IS NULL OR (scope = 'task' AND concurrency IS NOT NULL)", name="limits_key_arg_check"),
+    CheckConstraint(
+        "(rate IS NULL AND rate_period IS NULL) OR (rate BETWEEN 1 AND 10000 AND rate_period > interval '0' "
+        "AND rate_period <= interval '1 hour')",
+        name="limits_rate_check",
+    ),
+    CheckConstraint("rate_key_arg IS NULL OR (scope = 'task' AND rate IS NOT NULL)", name="limits_rate_key_arg_check"),
+    CheckConstraint("concurrency IS NOT NULL OR rate IS NOT NULL", name="limits_some_limit_check"),
+)
+
+# The starts granted under a rate while they are in its window (migration 0014): the window is counted from them.
+rate_starts = Table(
+    "rate_starts",
+    metadata,
+    Column("key", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("job_id", BigInteger, nullable=False),
+    Index("rate_starts_key_idx", "key", "at"),
+    comment="the starts granted under a rate, while in its window",
 )
 
 # The registry of worker processes, kept current by the statements they already send (see migration 0004).

@@ -122,11 +122,18 @@ def record_outcomes_and_claim(
     limit: int,
     lease: timedelta,
     queues: Sequence[str] | None,
+    free: int | None = None,
     started: Collection[Attempt] = (),
     completed: Sequence[tuple[int, int, str | None]] = (),
 ) -> Query[rows.ClaimedJob]:
-    """Record handler starts and completions, and claim up to `limit` jobs (of `queues`; None: all): one statement."""
-    params: dict[str, Any] = {"limit": limit, "lease": lease, **_outcome_params(worker_id, started, completed)}
+    """Record handler starts and completions, and claim up to `limit` jobs (of `queues`; None: all): one statement.
+    `free`: how many of them the worker can start at once (None: all); rate-limited jobs past those stay unclaimed."""
+    params: dict[str, Any] = {
+        "limit": limit,
+        "free": limit if free is None else free,
+        "lease": lease,
+        **_outcome_params(worker_id, started, completed),
+    }
     if queues:
         params["queues"] = queues
         return Query(QUERIES["record_outcomes_and_claim_from_queues"], params, rows.ClaimedJob)
@@ -361,7 +368,7 @@ def list_schedules(names: list[str]) -> Query[rows.ScheduleListing]:
     return Query(QUERIES["list_schedules"], {"names": names}, rows.ScheduleListing)
 
 
-# -- queue control: concurrency limits, pause and resume ----------------------------------------------------
+# -- queue control: concurrency and rate limits, pause and resume ------------------------------------------------
 
 
 def sync_limits(declared: Mapping[str, list[Any]], tasks: list[str]) -> Query[rows.LimitName]:
@@ -369,9 +376,41 @@ def sync_limits(declared: Mapping[str, list[Any]], tasks: list[str]) -> Query[ro
     return Query(QUERIES["sync_limits"], {**declared, "tasks": tasks}, rows.LimitName)
 
 
-def set_limit(*, name: str, scope: str, target: str, concurrency: int, key_arg: str | None) -> Query[rows.LimitName]:
-    params = {"name": name, "scope": scope, "target": target, "concurrency": concurrency, "key_arg": key_arg}
+def limit_for_update(name: str) -> Query[rows.LimitSettings]:
+    return Query(QUERIES["limit_for_update"], {"name": name}, rows.LimitSettings)
+
+
+def set_limit(
+    *,
+    name: str,
+    scope: str,
+    target: str,
+    concurrency: int | None,
+    key_arg: str | None,
+    rate: int | None = None,
+    rate_period: timedelta | None = None,
+    rate_key_arg: str | None = None,
+) -> Query[rows.LimitName]:
+    params = {
+        "name": name,
+        "scope": scope,
+        "target": target,
+        "concurrency": concurrency,
+        "key_arg": key_arg,
+        "rate": rate,
+        "rate_period": rate_period,
+        "rate_key_arg": rate_key_arg,
+    }
     return Query(QUERIES["set_limit"], params, rows.LimitName)
+
+
+def release_deferred(names: list[str]) -> Query[rows.Woken]:
+    """Jobs waiting for a start of these limits' rates due now (after the limits changed)."""
+    return Query(QUERIES["release_deferred"], {"names": names}, rows.Woken)
+
+
+def prune_rate_starts() -> Command:
+    return Command(QUERIES["prune_rate_starts"], None)
 
 
 def remove_limit(name: str) -> Query[rows.LimitName]:

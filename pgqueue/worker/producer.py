@@ -57,6 +57,8 @@ class Producer:
         self._burst_rescued = False  # a burst worker rescues once before it decides it is done
         self._burst_written = 0  # outcomes written when a burst worker last found nothing to claim
         self._parked_held = False  # a claim of ours parked held jobs since maintenance last looked
+        # A claim left rate-limited jobs unclaimed for want of a free slot here: claim again when one frees.
+        self._claim_when_free = False
 
     def take_parked_held(self) -> bool:
         """Whether a claim of ours parked held jobs since the last call (maintenance's cue to look at them)."""
@@ -92,6 +94,9 @@ class Producer:
 
     def on_slot_free(self) -> None:
         """The free slot goes to a claimed job at once, without a round trip; then claim more or flush."""
+        if self._claim_when_free:
+            self._claim_when_free = False
+            self._claim_wanted = True
         self.start_prefetched()
         self._wake.set()
 
@@ -139,17 +144,28 @@ class Producer:
         self._claim_wanted = False
         # Outcomes written with this claim may free limit slots, and so wake held jobs after the claim's snapshot.
         wrote_outcomes = bool(self._completer)
-        claimed = await self._completer.flush_and_claim(room)
+        claimed = await self._completer.flush_and_claim(room, self._slots.free)
         if claimed is None:  # database unreachable (retried after the reconnect delay) or a bad outcome
             self._claim_wanted = True
             return False
         self._next_poll = time.time() + self._settings.poll_interval
-        # Jobs a concurrency limit held back were parked by the claim; they count towards a full batch (there
-        # may be unlimited jobs behind them) but are not ours to run.
+        # Jobs a limit held back (parked by a concurrency limit, moved on by a rate) count towards a full batch
+        # (there may be unlimited jobs behind them) but are not ours to run.
         self.prefetched.extend(job for job in claimed if not job.held)
-        if not self._parked_held and any(job.held for job in claimed):
-            self._parked_held = True
+        no_slot = False
+        for job in claimed:
+            if job.no_slot:
+                no_slot = True
+            elif job.due_at is not None:
+                self.note_due(job.due_at)  # a rate's next start: this worker looks again then
+            elif job.held:
+                self._parked_held = True
         self.start_prefetched()
+        if no_slot:
+            # Rate-limited jobs wait for a free slot here, not in memory: the next claim when a slot frees. (Claiming
+            # again now would find them again, and again.)
+            self._claim_when_free = True
+            return False
         if len(claimed) >= room:
             self._claim_wanted = True  # a full batch: there may be more
             return False

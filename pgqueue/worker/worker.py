@@ -261,8 +261,9 @@ class Worker:
         )
 
     async def _sync_limits(self) -> None:
-        """Register the concurrency limits the app declares (and drop those its tasks no longer declare); the
-        held jobs of a limit that changed go back to pending, for the claim to decide on under the new one."""
+        """Register the limits the app declares (and drop those its tasks no longer declare); the held jobs of a
+        limit that changed go back to pending and those waiting for its rate are due now, for the claim to decide
+        on under the new one."""
         declared = self.queue.limits
         changed = await self.connection.fetch(
             statements.sync_limits(declared_columns(declared), sorted(self.queue.tasks))
@@ -270,7 +271,8 @@ class Worker:
         names = sorted({row.name for row in changed})
         if names:
             await self.connection.fetch(statements.wake_held(names=names, per_key=None))
-            log.info("concurrency limits registered or changed: %s", ", ".join(map(shown, names)))
+            await self.connection.fetch(statements.release_deferred(names))
+            log.info("limits registered or changed: %s", ", ".join(map(shown, names)))
 
     async def _housekeeping(self) -> None:
         await self._maintenance.run(self.settings.maintenance_interval or 15.0, self._outages.lost)

@@ -1,4 +1,4 @@
-"""Tasks of the concurrency-limit tests (`pgqueue work --app tests.apps.limits_app`): every handler writes its
+"""Tasks of the concurrency- and rate-limit tests (`pgqueue work --app tests.apps.limits_app`): every handler writes its
 start and its end to `limit_runs` on its own connection, so a test can count overlaps from the table."""
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS limit_runs (
 CONCURRENCY = 3
 PER_CUSTOMER = 1
 PDF_QUEUE = 2
+RATE = "5/s"
+RATE_PER_CUSTOMER = "2/s"
 
 
 def _conn() -> psycopg.Connection:
@@ -75,3 +77,13 @@ def render(n: int, seconds: float = 0.05) -> None:
 
 
 queue.limit_queue("pdf", concurrency=PDF_QUEUE)
+
+
+@queue.task(name="rated", rate_limit=RATE)
+def rated(n: int, seconds: float = 0.0) -> None:
+    _run(None, seconds)
+
+
+@queue.task(name="rated_per_customer", rate_limit=RATE_PER_CUSTOMER, rate_key="customer_id", concurrency=2)
+def rated_per_customer(customer_id: Any, seconds: float = 0.0) -> None:
+    _run(json.dumps(customer_id, sort_keys=True), seconds)

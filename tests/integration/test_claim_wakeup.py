@@ -28,8 +28,8 @@ def test_notification_during_a_claim_is_not_lost(dsn: str, db: psycopg.Connectio
     # claim that found nothing, as a notification arriving while the claim was on its way would.
     claim = worker.completer.flush_and_claim
 
-    async def claim_then_notify(limit: int) -> Any:
-        rows = await claim(limit)
+    async def claim_then_notify(limit: int, free: int | None = None) -> Any:
+        rows = await claim(limit, free)
         if armed.is_set() and not rows:
             armed.clear()
             # As if this job committed after the claim's snapshot and its notification came in meanwhile.

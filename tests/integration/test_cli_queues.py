@@ -46,13 +46,13 @@ def test_listing_shows_counts_paused_and_limits(dsn: str, db: psycopg.Connection
     assert run("queues", "pause", "mail", dsn=dsn).returncode == 0
     listing = json.loads(run("queues", "--json", dsn=dsn).stdout)
     by_name = {queue["name"]: queue for queue in listing["queues"]}
-    assert by_name["pdf"] == {"name": "pdf", "paused": False, "concurrency": 4, "jobs": {"pending": 3}}
-    assert by_name["mail"] == {"name": "mail", "paused": True, "concurrency": None, "jobs": {"held": 1}}
+    assert by_name["pdf"] == {"name": "pdf", "paused": False, "concurrency": 4, "rate": None, "jobs": {"pending": 3}}
+    assert by_name["mail"] == {"name": "mail", "paused": True, "concurrency": None, "rate": None, "jobs": {"held": 1}}
     assert {row["name"]: row["concurrency"] for row in listing["limits"]} == {"queue:pdf": 4, "task:send": 2}
     text = run("queues", dsn=dsn).stdout
     assert "held" in text.splitlines()[0] and "paused" in text
     pdf_line = next(line for line in text.splitlines() if line.startswith(" pdf "))
-    assert [cell.strip() for cell in pdf_line.split("|")][:4] == ["pdf", "-", "4", "3"]
+    assert [cell.strip() for cell in pdf_line.split("|")][:5] == ["pdf", "-", "4", "-", "3"]
 
 
 def test_limit_sets_changes_and_removes(dsn: str, db: psycopg.Connection) -> None:
@@ -64,9 +64,39 @@ def test_limit_sets_changes_and_removes(dsn: str, db: psycopg.Connection) -> Non
     # Removing a limit releases its held jobs for the claim to decide on.
     db.execute("UPDATE pgqueue.jobs SET status = 'held', held_by = '[\"queue:pdf\"]'")
     result = run("queues", "limit", "pdf", "none", dsn=dsn)
-    assert result.returncode == 0 and "no limit" in result.stdout and "1 held job(s) released" in result.stdout
+    assert result.returncode == 0 and "no concurrency limit" in result.stdout, result
+    assert "1 held job(s) released" in result.stdout
     assert db.execute("SELECT count(*) FROM pgqueue.limits").fetchone()[0] == 0
     assert db.execute("SELECT status, held_by FROM pgqueue.jobs").fetchall() == [("pending", None)]
+
+
+def test_rate_limit_is_set_beside_the_concurrency_and_removed(dsn: str, db: psycopg.Connection) -> None:
+    db.execute("INSERT INTO pgqueue.jobs (queue, task) VALUES ('pdf', 'render')")
+    assert run("queues", "limit", "pdf", "4", dsn=dsn).returncode == 0
+    result = run("queues", "limit", "pdf", "--rate", "10/S", dsn=dsn)
+    assert result.returncode == 0 and "at most 10/s starts" in result.stdout, result
+    settings = (
+        "SELECT concurrency, rate, extract(epoch FROM rate_period)::int FROM pgqueue.limits WHERE name = 'queue:pdf'"
+    )
+    assert db.execute(settings).fetchall() == [(4, 10, 1)]  # the concurrency stays
+    assert run("queues", "limit", "pdf", "none", "--rate", "100/m", dsn=dsn).returncode == 0
+    assert db.execute(settings).fetchall() == [(None, 100, 60)]
+    listing = json.loads(run("queues", "--json", dsn=dsn).stdout)
+    assert [queue["rate"] for queue in listing["queues"]] == ["100/m"]
+    assert [(row["name"], row["rate"], row["deferred"]) for row in listing["limits"]] == [("queue:pdf", "100/m", 0)]
+    pdf_line = next(line for line in run("queues", dsn=dsn).stdout.splitlines() if line.startswith(" pdf "))
+    assert [cell.strip() for cell in pdf_line.split("|")][:4] == ["pdf", "-", "-", "100/m"]
+    # A job waiting for the rate's window is due at once when the rate goes: nothing waits on a rate that is gone.
+    db.execute(
+        "UPDATE pgqueue.jobs SET run_at = now() + interval '1 hour', deferred_by = %s",
+        ('["rate", "queue:pdf"]',),
+    )
+    assert json.loads(run("queues", "--json", dsn=dsn).stdout)["limits"][0]["deferred"] == 1
+    result = run("queues", "limit", "pdf", "--rate", "none", dsn=dsn)
+    assert result.returncode == 0 and "no rate limit" in result.stdout, result
+    assert db.execute("SELECT count(*) FROM pgqueue.limits").fetchone()[0] == 0
+    row = db.execute("SELECT run_at <= now(), deferred_by FROM pgqueue.jobs").fetchone()
+    assert row == (True, None)
 
 
 def test_pause_and_resume(dsn: str, db: psycopg.Connection) -> None:
@@ -99,6 +129,14 @@ def test_pause_and_resume(dsn: str, db: psycopg.Connection) -> None:
         (["resume", "nope"], 1, "unknown queue 'nope'"),
         (["pause", "nope"], 1, "unknown queue 'nope'"),
         (["limit", "nope", "3"], 1, "unknown queue 'nope'"),
+        (["limit", "pdf"], 2, "give a concurrency"),
+        (["limit", "pdf", "--rate", "10/d"], 2, "must look like '10/s'"),
+        (["limit", "pdf", "--rate", "ten/s"], 2, "must look like '10/s'"),
+        (["limit", "pdf", "--rate", "0/s"], 2, "between 1 and 10000"),
+        (["limit", "pdf", "--rate", "9" * 5000 + "/s"], 2, "between 1 and 10000"),
+        (["limit", "pdf", "--rate", "5/s\x1b[31m"], 2, "\\x1b"),
+        (["limit", "pdf", "3", "--rate", "bad"], 2, "must look like"),
+        (["limit", "nope", "--rate", "5/s"], 1, "unknown queue 'nope'"),
     ],
 )
 def test_bad_input_is_one_line(dsn: str, db: psycopg.Connection, args: list[str], code: int, text: str) -> None:
@@ -114,7 +152,7 @@ def test_force_sets_up_a_queue_before_its_first_job(dsn: str, db: psycopg.Connec
     assert run("queues", "pause", "later", "--force", dsn=dsn).returncode == 0
     assert run("queues", "limit", "later", "2", "--force", dsn=dsn).returncode == 0
     listing = json.loads(run("queues", "--json", dsn=dsn).stdout)
-    assert listing["queues"] == [{"name": "later", "paused": True, "concurrency": 2, "jobs": {}}]
+    assert listing["queues"] == [{"name": "later", "paused": True, "concurrency": 2, "rate": None, "jobs": {}}]
 
 
 def test_names_from_the_table_are_shown_escaped(dsn: str, db: psycopg.Connection) -> None:

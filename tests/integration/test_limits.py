@@ -210,7 +210,7 @@ def test_a_repeatable_read_session_cannot_grant_slots(db: psycopg.Connection) ->
     db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
     db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('b')")
     db.execute("SET default_transaction_isolation = 'repeatable read'")
-    params = {"limit": 10, "worker_id": "w", "lease": "30 seconds"}
+    params = {"limit": 10, "free": 10, "worker_id": "w", "lease": "30 seconds"}
     with pytest.raises(psycopg.errors.RaiseException, match="READ COMMITTED"):
         db.execute(QUERIES["claim"], params)
     db.execute("SET default_transaction_isolation = 'read committed'")
@@ -218,12 +218,12 @@ def test_a_repeatable_read_session_cannot_grant_slots(db: psycopg.Connection) ->
     assert sorted((row[2], row[6]) for row in claimed) == [("a", False), ("b", False)]
 
 
-def test_with_no_limits_the_claim_never_calls_grant_slots(db: psycopg.Connection) -> None:
+def test_with_no_limits_the_claim_never_calls_grant_limits(db: psycopg.Connection) -> None:
     from pgqueue.store.queries import QUERIES
 
     db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 5)")
-    params = {"limit": 10, "worker_id": "w", "lease": "30 seconds"}
+    params = {"limit": 10, "free": 10, "worker_id": "w", "lease": "30 seconds"}
     plan = "\n".join(row[0] for row in db.execute("EXPLAIN (ANALYZE, COSTS OFF) " + QUERIES["claim"], params))
-    grant = next(line for line in plan.splitlines() if "grant_slots" in line)
+    grant = next(line for line in plan.splitlines() if "grant_limits" in line)
     assert "never executed" in grant, plan
     assert db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'running'").fetchone()[0] == 5
