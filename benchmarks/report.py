@@ -232,6 +232,7 @@ def _print_maxrate(document: dict[str, Any]) -> None:
         )
         best = figures["max_rate_per_s"]
         answer = f"{best:,} jobs/s" if best else "none of the steps"
-        why = "the top step" if figures["top_step_reached"] else f"next missed at {figures['missed']}"
+        why = "the top step" if figures["top_step_reached"] else "not the top step"
+        why += "; missed: " + ", ".join(figures["missed"]) if figures["missed"] else ""
         print(f"  {name}: {steps}")
         print(f"    highest with p99 < {figures['p99_bound_ms']:g} ms: {answer} ({why})")

@@ -254,29 +254,34 @@ def maxrate(ctx: Context) -> dict[str, Any]:
     """The highest offered rate at which one default worker keeps the pick-up p99 under MAXRATE_P99_MS.
 
     Steps the steady load (`steady_load`, as `mixed`) from maxrate_from jobs/s, doubling up to maxrate_to, each
-    for maxrate_seconds on a fresh table and worker; stops at the first step that misses (its p99 at or over
-    the bound, or the producer short of the offered rate), so the answer is the last step of an unbroken run."""
+    for maxrate_seconds on a fresh table and worker. A step misses when its p99 is at or over the bound or the
+    producer fell short of the offered rate. One miss may be a noisy moment of a shared machine, so the steps go
+    on; two misses in a row end them. The answer is the highest step that passed; `missed` lists every miss, so
+    a miss below the answer is in plain sight."""
     rate, top, seconds = ctx.sizes["maxrate_from"], ctx.sizes["maxrate_to"], ctx.sizes["maxrate_seconds"]
     steps: list[dict[str, Any]] = []
     best: int | None = None
-    missed: str | None = None
-    while rate <= top:
+    missed: list[str] = []
+    in_a_row = 0
+    while rate <= top and in_a_row < 2:
         step = steady_load(ctx, rate, seconds)
         steps.append(step)
         p99 = step["p99_ms"]
         if step["achieved_enqueue_per_s"] < MAXRATE_OFFERED_SHARE * rate:
-            missed = f"{rate:,} jobs/s: the producer offered only {step['achieved_enqueue_per_s']:,.0f}/s"
+            missed.append(f"{rate:,}/s (the producer offered only {step['achieved_enqueue_per_s']:,.0f}/s)")
         elif p99 is None or p99 >= MAXRATE_P99_MS:
-            missed = f"{rate:,} jobs/s: p99 {p99:.1f} ms" if p99 is not None else f"{rate:,} jobs/s: no pick-ups"
-        if missed:
-            break
-        best = rate
+            missed.append(f"{rate:,}/s (p99 {p99:.1f} ms)" if p99 is not None else f"{rate:,}/s (no pick-ups)")
+        else:
+            best, in_a_row = rate, 0
+            rate *= 2
+            continue
+        in_a_row += 1
         rate *= 2
     return {
         "p99_bound_ms": MAXRATE_P99_MS,
         "step_seconds": seconds,
         "max_rate_per_s": best,
-        "top_step_reached": missed is None,
+        "top_step_reached": best == top,
         "missed": missed,
         "steps": [
             {k: step[k] for k in ("offered_per_s", "achieved_enqueue_per_s", "p50_ms", "p99_ms", "jobs")}
