@@ -1,4 +1,12 @@
-"""What PostgreSQL itself allows here: pgqueue's own claim/complete and insert SQL driven by pgbench."""
+"""What PostgreSQL itself allows here: pgqueue's own claim/complete and insert SQL driven by pgbench.
+
+Two claim series, both from pgqueue's SQL text (store/queries.py), no Python in the loop:
+
+- `claim_complete_*`: the claim on its own, then complete_jobs for what it took (two statements per batch);
+- `worker_claim_*`: the statement a busy worker sends (record_outcomes_and_claim: the previous batch's
+  completions and the next claim in one statement), claiming PREFETCH_CLAIM_UP_TO jobs at a time, the claim size
+  of a default worker on short jobs; run with as many pgbench clients as the drain sweep has worker processes.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from typing import Any
 import psycopg
 from common import as_url
 
+from pgqueue.settings import PREFETCH_CLAIM_UP_TO
 from pgqueue.store.queries import QUERIES
 
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
@@ -26,13 +35,28 @@ def pgbench_sql(query: str, literals: dict[str, str] | None = None) -> str:
     return " ".join(" ".join(lines).split()).rstrip(";")
 
 
+def aggregated_claim(statement: str) -> str:
+    """A claim statement whose rows are folded into one (the ids and attempts as arrays), for pgbench's \\gset.
+
+    The claim's data-modifying CTEs must stay at the top level, so its final SELECT is replaced rather than the
+    whole statement wrapped in another CTE."""
+    final = statement.rfind("\nSELECT ")
+    if not statement.startswith("WITH ") or final < 0 or "FROM claimed" not in statement[final:]:
+        raise ValueError("the claim statement no longer ends with a SELECT from its `claimed` CTE")
+    folded = "SELECT coalesce(array_agg(id), '{}') AS ids, coalesce(array_agg(attempts), '{}') AS attempts FROM claimed"
+    return statement[:final] + "\n" + folded
+
+
 def claim_complete_script() -> str:
-    claim = pgbench_sql(QUERIES["claim"])
-    complete = pgbench_sql(QUERIES["complete_jobs"], {"results": "'{}'"})
-    return (
-        f"WITH claimed AS ({claim}) SELECT array_agg(id) AS ids, array_agg(attempts) AS attempts FROM claimed \\gset\n"
-        f"{complete};\n"
-    )
+    claim = pgbench_sql(aggregated_claim(QUERIES["claim"]))
+    complete = pgbench_sql(QUERIES["complete_jobs"], {"results": "NULL"})
+    return f"{claim} \\gset\n{complete};\n"
+
+
+def worker_claim_script() -> str:
+    """The worker's own statement: complete the batch claimed last time (:ids, :attempts) and claim the next."""
+    literals = {"results": "NULL", "started_ids": "'{}'", "started_attempts": "'{}'"}
+    return pgbench_sql(aggregated_claim(QUERIES["record_outcomes_and_claim"]), literals) + " \\gset\n"
 
 
 def insert_script() -> str:
@@ -72,7 +96,14 @@ def _fill(conn: psycopg.Connection[Any], rows: int) -> None:
     conn.execute("CHECKPOINT")
 
 
-def run(dsn: str, rows: int, batches: tuple[int, ...] = (16, 100), clients: tuple[int, ...] = (1, 2)) -> dict[str, Any]:
+def run(
+    dsn: str,
+    rows: int,
+    batches: tuple[int, ...] = (16, 100),
+    clients: tuple[int, ...] = (1, 2),
+    worker_clients: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """`worker_clients`: the client counts of the worker-statement series (run.py passes the sweep's processes)."""
     if shutil.which("pgbench") is None:
         return {"skipped": "pgbench not found (Debian: postgresql-client / postgresql-contrib)"}
     results: dict[str, Any] = {}
@@ -82,20 +113,48 @@ def run(dsn: str, rows: int, batches: tuple[int, ...] = (16, 100), clients: tupl
             for client_count in clients:
                 per_client = rows // (batch * client_count)
                 _fill(conn, per_client * batch * client_count)
-                tps = _pgbench(
-                    dsn,
-                    script,
-                    ["-c", str(client_count), "-j", str(client_count), "-t", str(per_client),
-                     "-D", f"limit={batch}", "-D", "worker_id=pgbench", "-D", "lease=30s"],
-                )  # fmt: skip
-                remaining = conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status <> 'completed'").fetchone()[0]
-                if remaining:
-                    raise RuntimeError(f"pgbench claim/complete left {remaining} jobs unfinished")
+                tps = _pgbench(dsn, script, _claim_args(client_count, per_client, batch))
+                _check_finished(conn, "claim/complete")
                 results[f"claim_complete_batch{batch}_clients{client_count}_rows_per_s"] = tps * batch
+        results.update(_worker_claims(conn, dsn, rows, worker_clients))
         conn.execute("TRUNCATE pgqueue.jobs CASCADE")
         results["insert_one_per_tx_clients1_per_s"] = _pgbench(dsn, insert_script(), ["-c", "1", "-T", "5"])
         conn.execute("TRUNCATE pgqueue.jobs CASCADE")
         results.update(_trivial_insert(conn, dsn))
+    return results
+
+
+def _claim_args(client_count: int, per_client: int, batch: int) -> list[str]:
+    return ["-c", str(client_count), "-j", str(client_count), "-t", str(per_client),
+            "-D", f"limit={batch}", "-D", "worker_id=pgbench", "-D", "lease=30s",
+            "-D", "ids={}", "-D", "attempts={}"]  # fmt: skip
+
+
+def _check_finished(conn: psycopg.Connection[Any], what: str) -> None:
+    remaining = conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status <> 'completed'").fetchone()[0]
+    if remaining:
+        raise RuntimeError(f"pgbench {what} left {remaining} jobs unfinished")
+
+
+def _worker_claims(conn: psycopg.Connection[Any], dsn: str, rows: int, clients: tuple[int, ...]) -> dict[str, float]:
+    """The worker's statement, PREFETCH_CLAIM_UP_TO jobs per claim, by 1..n clients (as many as worker processes).
+
+    Each transaction completes the batch its client claimed before and claims the next, so each client's last
+    batch stays running: the rate counts the completed rows over pgbench's time, and the check allows those."""
+    batch = PREFETCH_CLAIM_UP_TO
+    script = worker_claim_script()
+    results: dict[str, float] = {}
+    for client_count in clients:
+        per_client = max(rows, batch * client_count * 40) // (batch * client_count)  # 40+ claims each: not a blip
+        total = per_client * batch * client_count
+        _fill(conn, total)
+        transactions = client_count * (per_client + 1)  # one more claim each than a fair share of the batches
+        tps = _pgbench(dsn, script, _claim_args(client_count, per_client + 1, batch))
+        by_status = dict(conn.execute("SELECT status, count(*) FROM pgqueue.jobs GROUP BY status").fetchall())
+        completed, running = by_status.pop("completed", 0), by_status.pop("running", 0)
+        if by_status or running > client_count * batch or completed + running != total:
+            raise RuntimeError(f"pgbench worker claim: {completed} completed, {running} running, else {by_status}")
+        results[f"worker_claim_batch{batch}_clients{client_count}_rows_per_s"] = completed * tps / transactions
     return results
 
 

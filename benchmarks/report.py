@@ -43,6 +43,25 @@ def _best_setting(scenario: str) -> Callable[[dict[str, Any]], str]:
     return get
 
 
+def _default_setting(scenario: str) -> Getter:
+    """The rate at the library's default concurrency (the sweep summary names it)."""
+
+    def get(results: dict[str, Any]) -> float | None:
+        concurrency = results.get("sweep", {}).get("concurrency")
+        return _get(scenario, str(concurrency), "jobs_per_s")(results) if concurrency is not None else None
+
+    return get
+
+
+def _top_step(results: dict[str, Any]) -> str:
+    return " (top step)" if results.get("maxrate", {}).get("top_step_reached") else ""
+
+
+def _p99_bound(document: dict[str, Any]) -> str:
+    bounds = {r["maxrate"].get("p99_bound_ms") for r in document["results"].values() if "maxrate" in r}
+    return ", ".join(f"{b:g}" for b in bounds if b is not None) or "?"
+
+
 def rows(document: dict[str, Any]) -> list[tuple[str, Getter, bool, Callable[[dict[str, Any]], str] | None]]:
     """(label, getter, higher is better, optional note per library)."""
     sizes = document["sizes"]
@@ -54,12 +73,14 @@ def rows(document: dict[str, Any]) -> list[tuple[str, Getter, bool, Callable[[di
         ("  database transactions per job", _get("drain_1_process", "transactions_per_job"), False, None),
     ]
     for key in sorted(
-        k for r in document["results"].values() for k in r if k.startswith("drain_") and "processes" in k
+        {k for r in document["results"].values() for k in r if k.startswith("drain_") and k.endswith("_processes")},
+        key=lambda k: int(k.split("_")[1]),
     ):
-        if any(row[0].startswith(f"drain, {key.split('_')[1]} processes") for row in table):
-            continue
         count = key.split("_")[1]
-        table.append((f"drain, {count} processes, best setting (jobs/s)", _best(key), True, _best_setting(key)))
+        processes = "1 process" if count == "1" else f"{count} processes"
+        table.append((f"drain, {processes}, default settings (jobs/s)", _default_setting(key), True, None))
+        if not document.get("quick"):
+            table.append(("  best setting (jobs/s)", _best(key), True, _best_setting(key)))
     table += [
         (
             f"drain with {sizes['finished_rows']:,} finished rows (jobs/s)",
@@ -70,6 +91,12 @@ def rows(document: dict[str, Any]) -> list[tuple[str, Getter, bool, Callable[[di
         (f"mixed, {sizes['mixed_rate']:,} jobs/s offered: done (jobs/s)", _get("mixed", "completed_per_s"), True, None),
         ("  pick-up p50 under load (ms)", _get("mixed", "p50_ms"), False, None),
         ("  pick-up p99 under load (ms)", _get("mixed", "p99_ms"), False, None),
+        (
+            f"max offered rate with pick-up p99 < {_p99_bound(document)} ms (jobs/s)",
+            _get("maxrate", "max_rate_per_s"),
+            True,
+            _top_step,
+        ),
         ("idle pick-up p50 (ms, from the enqueue call)", _get("idle_latency", "p50_ms"), False, None),
         ("idle pick-up p95 (ms)", _get("idle_latency", "p95_ms"), False, None),
         ("idle pick-up p99 (ms)", _get("idle_latency", "p99_ms"), False, None),
@@ -123,6 +150,8 @@ def print_table(document: dict[str, Any]) -> None:
         )
     print("(ratios: pgqueue's advantage, higher is better for pgqueue in every row)")
     _print_ceiling(document)
+    _print_sweep(document)
+    _print_maxrate(document)
 
 
 def _print_ceiling(document: dict[str, Any]) -> None:
@@ -134,7 +163,7 @@ def _print_ceiling(document: dict[str, Any]) -> None:
         print(f"  skipped: {ceiling['skipped']}")
         return
     for key, value in ceiling.items():
-        print(f"  {key}: {value:,.0f}")
+        print(f"  {key}: {value:,.0f}" if isinstance(value, int | float) else f"  {key}: {value}")
     pgqueue = document["results"].get("pgqueue", {})
     drain = _get("drain_1_process", "jobs_per_s")(pgqueue)
     claim16 = ceiling.get("claim_complete_batch16_clients1_rows_per_s")
@@ -147,3 +176,63 @@ def _print_ceiling(document: dict[str, Any]) -> None:
     floor = ceiling.get("trivial_insert_bare_psycopg_per_s")
     if single and floor:
         print(f"  pgqueue enqueue, one per transaction: {single / floor:.2f} of a one-int insert by bare psycopg")
+
+
+def _print_sweep(document: dict[str, Any]) -> None:
+    """The drain rate (default settings) by process count, beside pgbench running the worker's claim statement
+    with as many clients; then, per library, whether the rate never falls as processes are added."""
+    summaries = {n: r["sweep"] for n, r in document["results"].items() if isinstance(r.get("sweep"), dict)}
+    if not summaries:
+        return
+    ceiling = document["results"].get("pgbench") or {}
+    batch = next((k.split("_")[2] for k in ceiling if k.startswith("worker_claim_batch")), None)
+    counts = sorted({c for s in summaries.values() for c in s["processes"]})
+    names = list(summaries)
+    header = ["processes", *[f"{n} (jobs/s)" for n in names]]
+    if batch:
+        header += [f"pgbench, worker's claim of {batch.removeprefix('batch')}, as many clients (rows/s)"]
+        header += ["pgqueue / pgbench"] if "pgqueue" in names else []
+    lines = []
+    for count in counts:
+        rates = {n: dict(zip(s["processes"], s["jobs_per_s"], strict=True)).get(count) for n, s in summaries.items()}
+        cells = [str(count), *[_fmt(rates[n]) for n in names]]
+        if batch:
+            bound = ceiling.get(f"worker_claim_{batch}_clients{count}_rows_per_s")
+            cells.append(_fmt(bound))
+            if "pgqueue" in names:  # the statement is pgqueue's: the share is only pgqueue's to read
+                cells.append(f"{rates['pgqueue'] / bound:.2f}" if rates["pgqueue"] and bound else "-")
+        lines.append(cells)
+    print("\ndrain by worker processes (default settings; medians of the runs):")
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    print("  " + " | ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+    for cells in lines:
+        print("  " + " | ".join(c.rjust(w) for c, w in zip(cells, widths, strict=True)))
+    for name, summary in summaries.items():
+        band = f"noise band {summary['noise_band']:.0%} ({summary['noise_band_from']})"
+        if summary["never_falls"] is None:
+            verdict = "one process count only"
+        elif summary["never_falls"]:
+            verdict = "never falls as processes are added"
+        else:
+            verdict = "falls: " + "; ".join(summary["falls"])
+        print(f"  {name}: {verdict}, {band}")
+
+
+def _print_maxrate(document: dict[str, Any]) -> None:
+    found = {n: r["maxrate"] for n, r in document["results"].items() if isinstance(r.get("maxrate"), dict)}
+    if not found:
+        return
+    print("\noffered rate steps, one worker (default settings): pick-up p50 / p99 (ms)")
+    for name, figures in found.items():
+        if "steps" not in figures:
+            print(f"  {name}: {figures}")
+            continue
+        steps = ", ".join(
+            f"{s['offered_per_s']:,}/s: {_fmt(s['p50_ms'])} / {_fmt(s['p99_ms'])}" for s in figures["steps"]
+        )
+        best = figures["max_rate_per_s"]
+        answer = f"{best:,} jobs/s" if best else "none of the steps"
+        why = "the top step" if figures["top_step_reached"] else "not the top step"
+        why += "; missed: " + ", ".join(figures["missed"]) if figures["missed"] else ""
+        print(f"  {name}: {steps}")
+        print(f"    highest with p99 < {figures['p99_bound_ms']:g} ms: {answer} ({why})")

@@ -42,6 +42,9 @@ FULL = {
     "idle_seconds": 120,
     "finished_rows": 1_000_000,
     "ceiling_rows": 50_000,
+    "maxrate_from": 500,
+    "maxrate_to": 8_000,
+    "maxrate_seconds": 5,
 }
 QUICK = {
     "single": 300,
@@ -53,8 +56,14 @@ QUICK = {
     "idle_seconds": 30,
     "finished_rows": 100_000,
     "ceiling_rows": 10_000,
+    "maxrate_from": 1_000,
+    "maxrate_to": 4_000,
+    "maxrate_seconds": 2,
 }
-SCENARIOS = ("enqueue", "bulk", "drain", "sweep", "finished", "mixed", "latency", "idle", "ceiling")
+SCENARIOS = ("enqueue", "bulk", "drain", "sweep", "finished", "mixed", "maxrate", "latency", "idle", "ceiling")
+# The sweep's verdict: a rate "falls" when it is below the best of fewer processes by more than this share, or by
+# more than the widest run-to-run spread of one setting in the same run, if that is wider (the noise seen).
+SWEEP_NOISE_FLOOR = 0.05
 
 
 def make_targets(names: list[str], baseline: Path | None = None) -> list[Target]:
@@ -85,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, help="runs per figure, the median is kept (default 3; quick 1)")
     parser.add_argument("--targets", default="pgqueue,pgqueuer,procrastinate", help="comma-separated")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"comma-separated of {', '.join(SCENARIOS)}")
-    parser.add_argument("--processes", default=None, help="worker processes in the sweep (default 1,2,4; quick 2)")
+    parser.add_argument("--processes", default=None, help="worker processes in the sweep (default 1,2,4,8; quick 1,2)")
     parser.add_argument("--json", type=Path, help="where to write the results (default benchmarks/results/)")
     parser.add_argument(
         "--baseline",
@@ -106,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
     repeat = args.repeat or (1 if args.quick else 3)
-    processes = [int(p) for p in (args.processes or ("2" if args.quick else "1,2,4")).split(",")]
+    processes = [int(p) for p in (args.processes or ("1,2" if args.quick else "1,2,4,8")).split(",")]
     try:
         server = Server(args.dsn)
     except Exception as exc:  # any connection failure: one line, not a traceback
@@ -162,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         if "sweep" in chosen:
             for count in processes:
                 step(f"drain_{count}_processes", lambda ctx, c=count: _sweep(ctx, c))
+            for ctx in contexts:
+                results[ctx.target.name]["sweep"] = sweep_summary(
+                    ctx.target.default_concurrency, results[ctx.target.name], processes
+                )
         if "finished" in chosen:
             step(
                 "drain_with_finished_rows",
@@ -171,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "mixed" in chosen:
             step("mixed", scenarios.mixed)
+        if "maxrate" in chosen:
+            step("maxrate", scenarios.maxrate)
         if "latency" in chosen:
             step("idle_latency", scenarios.idle_latency)
         if "idle" in chosen:
@@ -189,7 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             for ctx in contexts:
                 if ctx.target.name == "pgqueue":
                     print(f"[{time.monotonic() - started:6.0f} s] pgbench ceiling", file=sys.stderr, flush=True)
-                    results["pgbench"] = ceiling.run(ctx.dsn, sizes["ceiling_rows"])
+                    try:
+                        results["pgbench"] = ceiling.run(
+                            ctx.dsn, sizes["ceiling_rows"], worker_clients=tuple(processes)
+                        )
+                    except Exception as exc:
+                        failures.append(f"pgbench ceiling: {exc}")
+                        results["pgbench"] = {"error": f"{type(exc).__name__}: {exc}"}
+                        traceback.print_exc()
     finally:
         server.drop_all()
 
@@ -242,9 +264,43 @@ def _stop_idle_server(made: dict[str, Any]) -> None:
 
 
 def _sweep(ctx: scenarios.Context, processes: int) -> dict[str, Any]:
-    # One run per setting (the sweep is many drains); the headline 1-process figure has its medians.
-    settings = ctx.target.sweep if not ctx.quick else (ctx.target.default_concurrency,)
-    return {str(c): scenarios.drain(ctx, processes, c, repeat=1) for c in settings}
+    # The default setting has its medians (the process curve is read from it); the others one run each (the sweep
+    # is many drains), for the best-setting rows, and only in the full run.
+    default = ctx.target.default_concurrency
+    figures = {str(default): scenarios.drain(ctx, processes, default)}
+    if not ctx.quick:
+        figures.update({str(c): scenarios.drain(ctx, processes, c, repeat=1) for c in ctx.target.sweep if c != default})
+    return figures
+
+
+def sweep_summary(concurrency: int, results: dict[str, Any], processes: list[int]) -> dict[str, Any]:
+    """The drain rate at the default concurrency by process count, and whether it never falls within the noise."""
+    counts, rates, spreads = [], [], []
+    for count in processes:
+        figure = results.get(f"drain_{count}_processes", {}).get(str(concurrency))
+        if not isinstance(figure, dict) or not figure.get("jobs_per_s"):
+            continue
+        counts.append(count)
+        rates.append(figure["jobs_per_s"])
+        runs = figure.get("runs") or []
+        if len(runs) > 1:
+            spreads.append((max(runs) - min(runs)) / figure["jobs_per_s"])
+    band = max([SWEEP_NOISE_FLOOR, *spreads])
+    falls = []
+    for i in range(1, len(rates)):
+        best = max(range(i), key=lambda j: rates[j])
+        if rates[i] < (1 - band) * rates[best]:
+            falls.append(f"{counts[i]} processes: {rates[i]:,.0f}/s, {1 - rates[i] / rates[best]:.0%} under "
+                         f"{counts[best]} processes' {rates[best]:,.0f}/s")  # fmt: skip
+    return {
+        "concurrency": concurrency,
+        "processes": counts,
+        "jobs_per_s": rates,
+        "noise_band": band,
+        "noise_band_from": "floor" if band == SWEEP_NOISE_FLOOR else "widest run-to-run spread",
+        "never_falls": not falls if len(rates) > 1 else None,
+        "falls": falls,
+    }
 
 
 def step_async_enqueue(contexts: list[scenarios.Context], results: dict[str, dict[str, Any]]) -> None:

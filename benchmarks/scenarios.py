@@ -209,7 +209,11 @@ def idle_latency(ctx: Context) -> dict[str, Any]:
 
 def mixed(ctx: Context) -> dict[str, Any]:
     """Enqueue at a steady offered rate (batches every 10 ms) while one default worker drains."""
-    rate, seconds = ctx.sizes["mixed_rate"], ctx.sizes["mixed_seconds"]
+    return steady_load(ctx, ctx.sizes["mixed_rate"], ctx.sizes["mixed_seconds"])
+
+
+def steady_load(ctx: Context, rate: int, seconds: float) -> dict[str, Any]:
+    """`rate` jobs/s offered for `seconds` (batches every 10 ms) to one default worker; its pick-up times."""
     batch = max(1, rate // 100)
     with _connect(ctx) as conn:
         _fresh(ctx, conn)
@@ -230,7 +234,7 @@ def mixed(ctx: Context) -> dict[str, Any]:
 
             sent, started, stopped = asyncio.run(produce())
             finished, _polls = _wait_drained(ctx, conn, workers, timeout=max(60.0, sent / 50))
-        records = _check(ctx, conn, sent, "mixed enqueue and drain")
+        records = _check(ctx, conn, sent, f"steady load of {rate:,} jobs/s")
     return {
         "offered_per_s": rate,
         "achieved_enqueue_per_s": sent / (stopped - started),
@@ -238,6 +242,51 @@ def mixed(ctx: Context) -> dict[str, Any]:
         "backlog_after_producer_s": finished - stopped,
         "jobs": sent,
         **_latency_summary(records.latencies_ms),
+    }
+
+
+MAXRATE_P99_MS = 10.0
+# A step counts only if the producer offered what it was asked to (a late producer is not a low latency).
+MAXRATE_OFFERED_SHARE = 0.95
+
+
+def maxrate(ctx: Context) -> dict[str, Any]:
+    """The highest offered rate at which one default worker keeps the pick-up p99 under MAXRATE_P99_MS.
+
+    Steps the steady load (`steady_load`, as `mixed`) from maxrate_from jobs/s, doubling up to maxrate_to, each
+    for maxrate_seconds on a fresh table and worker. A step misses when its p99 is at or over the bound or the
+    producer fell short of the offered rate. One miss may be a noisy moment of a shared machine, so the steps go
+    on; two misses in a row end them. The answer is the highest step that passed; `missed` lists every miss, so
+    a miss below the answer is in plain sight."""
+    rate, top, seconds = ctx.sizes["maxrate_from"], ctx.sizes["maxrate_to"], ctx.sizes["maxrate_seconds"]
+    steps: list[dict[str, Any]] = []
+    best: int | None = None
+    missed: list[str] = []
+    in_a_row = 0
+    while rate <= top and in_a_row < 2:
+        step = steady_load(ctx, rate, seconds)
+        steps.append(step)
+        p99 = step["p99_ms"]
+        if step["achieved_enqueue_per_s"] < MAXRATE_OFFERED_SHARE * rate:
+            missed.append(f"{rate:,}/s (the producer offered only {step['achieved_enqueue_per_s']:,.0f}/s)")
+        elif p99 is None or p99 >= MAXRATE_P99_MS:
+            missed.append(f"{rate:,}/s (p99 {p99:.1f} ms)" if p99 is not None else f"{rate:,}/s (no pick-ups)")
+        else:
+            best, in_a_row = rate, 0
+            rate *= 2
+            continue
+        in_a_row += 1
+        rate *= 2
+    return {
+        "p99_bound_ms": MAXRATE_P99_MS,
+        "step_seconds": seconds,
+        "max_rate_per_s": best,
+        "top_step_reached": best == top,
+        "missed": missed,
+        "steps": [
+            {k: step[k] for k in ("offered_per_s", "achieved_enqueue_per_s", "p50_ms", "p99_ms", "jobs")}
+            for step in steps
+        ],
     }
 
 
