@@ -126,7 +126,7 @@ def run(
 
 def _claim_args(client_count: int, per_client: int, batch: int) -> list[str]:
     return ["-c", str(client_count), "-j", str(client_count), "-t", str(per_client),
-            "-D", f"limit={batch}", "-D", "worker_id=pgbench", "-D", "lease=30s",
+            "-D", f"limit={batch}", "-D", f"free={batch}", "-D", "worker_id=pgbench", "-D", "lease=30s",
             "-D", "ids={}", "-D", "attempts={}"]  # fmt: skip
 
 
