@@ -3,7 +3,12 @@
 adds up to more than 50, so the limit binds. Prints jobs/s of each, the ratio, and how many jobs were parked as
 held (denied a slot) along the way.
 
-    .venv/bin/python benchmarks/limits.py --dsn postgresql://postgres@127.0.0.1/postgres [--jobs 20000]
+With --rates, what a rate limit costs instead: the unlimited task, a task limited to 1000 starts a second per
+value of its `group` argument over 100 groups (never binding: what the bookkeeping costs), and a task limited to
+2000 starts a second (binding: the achieved rate, its first window's burst included). Workers run until the
+jobs are done (a burst worker would stop at the first job the rate moves on).
+
+    .venv/bin/python benchmarks/limits.py --dsn postgresql://postgres@127.0.0.1/postgres [--jobs 20000] [--rates]
 """
 
 from __future__ import annotations
@@ -30,15 +35,30 @@ PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
 
 
 def drain(
-    dsn: str, task: str, jobs: int, seconds: float, workers: int, concurrency: int, extra: list[str]
+    dsn: str,
+    task: str,
+    jobs: int,
+    seconds: float,
+    workers: int,
+    concurrency: int,
+    extra: list[str],
+    *,
+    burst: bool = True,
+    groups: int = 1,
 ) -> tuple[float, int]:
-    """Seconds to drain `jobs` jobs of `task`, and how many times a job was held back on the way."""
+    """Seconds to drain `jobs` jobs of `task`, and the row updates of the jobs table on the way (held jobs and
+    jobs a rate moved on cost one more each)."""
     queue = Queue(dsn)
     from app_limits import queue as app_queue
 
     queue.tasks = app_queue.tasks
-    queue.enqueue_many([(task, {"n": n, "seconds": seconds}) for n in range(jobs)])
+    grouped = task.startswith("rated")  # the rate-limited tasks take a `group` (their rate key)
+    queue.enqueue_many(
+        [(task, {"n": n, "seconds": seconds, **({"group": n % groups} if grouped else {})}) for n in range(jobs)]
+    )
     queue.close()
+    if not burst:
+        return _drain_until_done(dsn, jobs, workers, concurrency, extra)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_reset()")
     env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(HERE)}
@@ -63,6 +83,75 @@ def drain(
     if done != jobs:
         raise SystemExit(f"{task}: only {done} of {jobs} jobs completed")
     return elapsed, int(held)
+
+
+def _drain_until_done(dsn: str, jobs: int, workers: int, concurrency: int, extra: list[str]) -> tuple[float, int]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_reset()")
+    env = {**os.environ, "PGQUEUE_DSN": dsn, "PYTHONPATH": str(HERE)}
+    command = [PGQUEUE, "work", "--app", "app_limits", "--concurrency", str(concurrency), *extra]
+    started = time.perf_counter()
+    procs = [
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)
+    ]
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            while conn.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'completed'").fetchone()[0] < jobs:
+                if any(proc.poll() is not None for proc in procs):
+                    raise SystemExit("a worker exited before the jobs were done")
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - started
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+    time.sleep(1.0)  # the workers' backends report their statistics as they exit
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        updates = conn.execute(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
+        ).fetchone()[0]
+    return elapsed, int(updates)
+
+
+def rate_costs(server: Server, args: argparse.Namespace) -> None:
+    """The --rates mode (see the module's docstring)."""
+    from app_limits import KEY_RATE, RATE
+
+    cases = {"unlimited": 1, "rated_per_group": 100, "rated": 1}
+    results: dict[str, list[float]] = {task: [] for task in cases}
+    updates: dict[str, list[int]] = {task: [] for task in cases}
+    extra = [] if args.prefetch is None else ["--prefetch", str(args.prefetch)]
+    try:
+        for round_number in range(1, args.rounds + 1):
+            order = list(cases) if round_number % 2 else list(reversed(cases))
+            for task in order:
+                dsn, _name = server.create_database(f"rates_{task}_{round_number}")
+                migrate.upgrade(dsn)
+                elapsed, row_updates = drain(
+                    dsn, task, args.jobs, args.seconds, args.workers, args.concurrency, extra,
+                    burst=False, groups=cases[task],
+                )  # fmt: skip
+                results[task].append(args.jobs / elapsed)
+                updates[task].append(row_updates)
+                print(f"round {round_number} {task:>15}: {args.jobs / elapsed:8.0f} jobs/s ({elapsed:.2f} s)")
+    finally:
+        server.drop_all()
+    median = {task: statistics.median(values) for task, values in results.items()}
+    print()
+    print(f"{args.jobs} jobs, {args.workers} workers x concurrency {args.concurrency}, handler {args.seconds} s")
+    print(f"unlimited task:                              {median['unlimited']:8.0f} jobs/s (median of {args.rounds})")
+    print(
+        f"rate {KEY_RATE}/s per group, 100 groups (not binding): {median['rated_per_group']:6.0f} jobs/s, "
+        f"{median['rated_per_group'] / median['unlimited']:.1%} of unlimited"
+    )
+    shortest = (args.jobs - RATE) / RATE  # the first window's RATE start at once, then RATE a second
+    print(
+        f"rate {RATE}/s (binding):                        {median['rated']:8.0f} jobs/s; at most "
+        f"{args.jobs / shortest:.0f} jobs/s are allowed over {args.jobs} jobs ({RATE} at once, then {RATE}/s)"
+    )
+    per_job = {task: statistics.median(values) / args.jobs for task, values in updates.items()}
+    print("row updates per job:         " + ", ".join(f"{task} {value:.2f}" for task, value in per_job.items()))
 
 
 def idle_cost(server: Server, seconds: float, held: int) -> float:
@@ -114,8 +203,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.0, help="how long each handler sleeps")
     parser.add_argument("--prefetch", type=int, default=None, help="passed to the workers (default: theirs)")
     parser.add_argument("--idle", type=float, default=0, help="also measure idle cost over this many seconds")
+    parser.add_argument("--rates", action="store_true", help="what a rate limit costs (see above)")
     args = parser.parse_args()
     server = Server(args.dsn)
+    if args.rates:
+        rate_costs(server, args)
+        return
     if args.idle:
         try:
             for held in (0, 1000):

@@ -97,7 +97,9 @@ GRANT_LIMITS = """
 CREATE FUNCTION pgqueue.grant_limits(
     candidates bigint[], positions integer[], finished bigint[], free_slots integer
 )
-RETURNS TABLE (job_id bigint, keys text[], held_by text, deferred_by text, due_at timestamptz, no_slot boolean)
+RETURNS TABLE (
+    job_id bigint, keys text[], held_by text, deferred_by text, due_at timestamptz, no_slot boolean, rated boolean
+)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     -- Concurrency, as grant_slots did: one element per (job, key) in claim order; one per distinct key.
@@ -235,6 +237,7 @@ BEGIN
             job_rate_last := job_rate_last + 1;
         END LOOP;
         has_rate := job_rate_last >= job_rate_first;
+        rated := has_rate;
         full_key := NULL;
         FOR i IN first_index..last_index LOOP
             position := array_position(key_names, need_keys[i]);

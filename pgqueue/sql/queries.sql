@@ -154,7 +154,8 @@ candidates AS (
     HAVING count(*) > 0
 ),
 decided AS (
-    SELECT granted.job_id, granted.keys, granted.held_by, granted.deferred_by, granted.due_at, granted.no_slot
+    SELECT granted.job_id, granted.keys, granted.held_by, granted.deferred_by, granted.due_at, granted.no_slot,
+           granted.rated
     FROM candidates
     CROSS JOIN LATERAL pgqueue.grant_limits(
         candidates.ids, candidates.positions::int[], ARRAY(SELECT finished.id FROM finished), %(free)s
@@ -180,18 +181,19 @@ claimed AS (
     LEFT JOIN decided ON decided.job_id = picked.id
     WHERE job.id = picked.id AND decided.no_slot IS NOT TRUE
     RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
-              job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due
+              job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due,
+              coalesce(decided.rated, false) AS rated
 )
-SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot
+SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot, rated
 FROM (
     SELECT id, queue, task, args::text AS args, attempts, max_attempts,
            held_by IS NOT NULL OR deferred_by IS NOT NULL AS held,
            extract(epoch FROM now() - was_due)::float8 AS waited, trace_context::text AS trace_context,
            CASE WHEN deferred_by IS NOT NULL THEN extract(epoch FROM run_at)::float8 END AS due_at,
-           false AS no_slot, priority, was_due
+           false AS no_slot, rated, priority, was_due
     FROM claimed
     UNION ALL
-    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, NULL, NULL
+    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, true, NULL, NULL
     FROM decided
     WHERE decided.no_slot
 ) AS answer
@@ -234,7 +236,8 @@ candidates AS (
     HAVING count(*) > 0
 ),
 decided AS (
-    SELECT granted.job_id, granted.keys, granted.held_by, granted.deferred_by, granted.due_at, granted.no_slot
+    SELECT granted.job_id, granted.keys, granted.held_by, granted.deferred_by, granted.due_at, granted.no_slot,
+           granted.rated
     FROM candidates
     CROSS JOIN LATERAL pgqueue.grant_limits(
         candidates.ids, candidates.positions::int[], ARRAY(SELECT finished.id FROM finished), %(free)s
@@ -260,18 +263,19 @@ claimed AS (
     LEFT JOIN decided ON decided.job_id = picked.id
     WHERE job.id = picked.id AND decided.no_slot IS NOT TRUE
     RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
-              job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due
+              job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due,
+              coalesce(decided.rated, false) AS rated
 )
-SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot
+SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot, rated
 FROM (
     SELECT id, queue, task, args::text AS args, attempts, max_attempts,
            held_by IS NOT NULL OR deferred_by IS NOT NULL AS held,
            extract(epoch FROM now() - was_due)::float8 AS waited, trace_context::text AS trace_context,
            CASE WHEN deferred_by IS NOT NULL THEN extract(epoch FROM run_at)::float8 END AS due_at,
-           false AS no_slot, priority, was_due
+           false AS no_slot, rated, priority, was_due
     FROM claimed
     UNION ALL
-    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, NULL, NULL
+    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, true, NULL, NULL
     FROM decided
     WHERE decided.no_slot
 ) AS answer

@@ -29,6 +29,7 @@ class ClaimedJob:
     trace_context: str | None = None  # the enqueuing trace context (JSON text), as stored: anyone could write it
     due_at: float | None = None  # held because a rate's window is full: pending again, due then (epoch seconds)
     no_slot: bool = False  # rate-limited, not claimed: this worker had no free slot to start it in at once
+    rated: bool = False  # under a rate limit (granted, moved on or not claimed)
 
     @property
     def key(self) -> Attempt:

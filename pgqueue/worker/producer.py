@@ -59,6 +59,9 @@ class Producer:
         self._parked_held = False  # a claim of ours parked held jobs since maintenance last looked
         # A claim left rate-limited jobs unclaimed for want of a free slot here: claim again when one frees.
         self._claim_when_free = False
+        # Rate-limited jobs are next in line: claim only for free slots (they are never claimed ahead, and a claim
+        # for more would lock rows only to leave them), until a claim finds none of them.
+        self._rated_next = False
 
     def take_parked_held(self) -> bool:
         """Whether a claim of ours parked held jobs since the last call (maintenance's cue to look at them)."""
@@ -153,6 +156,7 @@ class Producer:
         # (there may be unlimited jobs behind them) but are not ours to run.
         self.prefetched.extend(job for job in claimed if not job.held)
         no_slot = False
+        self._rated_next = any(job.rated for job in claimed)
         for job in claimed:
             if job.no_slot:
                 no_slot = True
@@ -227,6 +231,8 @@ class Producer:
             slots.start(self.prefetched.popleft())
 
     def _prefetch_room(self) -> int:
+        if self._rated_next:
+            return 0
         return prefetch_room(
             job_seconds=self._slots.job_seconds,
             concurrency=self._settings.concurrency,
