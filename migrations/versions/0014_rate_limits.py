@@ -6,11 +6,13 @@
 - `pgqueue.rate_starts`: one row per start granted under a rate, with the database's clock at the grant. The
   window is counted from these rows, so a crash, a rescue or a rolled-back claim can never make it drift: a claim
   that rolls back takes its rows with it, and a rescued job's new attempt is a new start.
-- `pgqueue.grant_limits(candidates, positions, finished, free_slots)` replaces `grant_slots`: the same exact
-  concurrency decision, and for jobs under a rate, in the same locks and the same claim order:
+- `pgqueue.grant_limits(candidates, positions, finished, free_slots)`, called by the claim instead of `grant_slots`
+  (which stays, so that a worker of the previous release keeps running through a rolling deploy: it keeps the
+  concurrency limits and ignores the rates): the same exact concurrency decision, and for jobs under a rate, in
+  the same locks and the same claim order:
   - the rate's window has room: granted; one row in `rate_starts` per rate key.
   - the window is full: the job stays pending, unspent, with `run_at` moved to when a start of the window frees
-    (after those already waiting for that key: a backlog is spread at period/N, each job moved once), and
+    (after those already waiting for that key: a backlog is spread at period/N, not moved again every period), and
     `deferred_by` naming the key. Idle workers sleep until then.
   - the claiming worker has no free slot for it (a job it would only claim ahead): left pending, untouched. A
     start is counted when the job's handler is about to run, never while it waits in a worker's memory.
@@ -121,6 +123,10 @@ DECLARE
     rate_caps integer[];
     rate_periods interval[];
     rate_used integer[];  -- starts in the window, counting this claim's grants
+    rate_stored integer[];  -- of those, the ones in pgqueue.rate_starts already (this claim's are written at the end)
+    grant_keys text[] := ARRAY[]::text[];  -- this claim's starts, written in one statement at the end
+    grant_jobs bigint[] := ARRAY[]::bigint[];
+    window_index integer;
     rate_first integer[];  -- which start of the window frees next (1-based into the window's starts)
     rate_last_due timestamptz[];  -- the latest due time given to a job waiting for the key
     granted_at timestamptz;
@@ -205,17 +211,23 @@ BEGIN
         -- The grant's instant, read after the locks: every start granted before it is committed and counted, and
         -- every later one is granted at a later instant. The window is (granted_at - period, granted_at].
         granted_at := clock_timestamp();
-        FOR i IN 1..cardinality(rate_names) LOOP
-            DELETE FROM pgqueue.rate_starts AS old
-            WHERE old.key = rate_names[i] AND old.at <= granted_at - rate_periods[i];
-            rate_used[i] := (SELECT count(*) FROM pgqueue.rate_starts AS started WHERE started.key = rate_names[i]);
-            rate_first[i] := 1;
-            rate_last_due[i] := (
-                SELECT max(waiting.run_at) FROM pgqueue.jobs AS waiting
-                WHERE waiting.deferred_by = rate_names[i] AND waiting.status = 'pending'
-                  AND waiting.run_at > granted_at
-            );
-        END LOOP;
+        -- One statement each for all the keys (not one per key): the starts that left their windows go, then each
+        -- key's count and the latest due time of the jobs waiting for it.
+        DELETE FROM pgqueue.rate_starts AS old
+        USING unnest(rate_names, rate_periods) AS k(name, period)
+        WHERE old.key = k.name AND old.at <= granted_at - k.period;
+        SELECT array_agg(counted.starts ORDER BY k.ord), array_agg(1 ORDER BY k.ord),
+               array_agg(latest.due ORDER BY k.ord)
+        INTO rate_used, rate_first, rate_last_due
+        FROM unnest(rate_names) WITH ORDINALITY AS k(name, ord)
+        CROSS JOIN LATERAL (
+            SELECT count(*)::integer AS starts FROM pgqueue.rate_starts AS started WHERE started.key = k.name
+        ) AS counted
+        CROSS JOIN LATERAL (
+            SELECT max(waiting.run_at) AS due FROM pgqueue.jobs AS waiting
+            WHERE waiting.deferred_by = k.name AND waiting.status = 'pending' AND waiting.run_at > granted_at
+        ) AS latest;
+        rate_stored := rate_used;
     END IF;
     -- In claim order, each candidate with its slot keys (need_*) and its rate keys (rate_*), both sorted by job.
     FOR c IN 1..cardinality(candidates) LOOP
@@ -256,14 +268,19 @@ BEGIN
                     -- a job not yet waiting for the key, also after the jobs that are, spaced at period / rate
                     -- (a backlog is spread once, not moved again every period). A job that waits already and
                     -- finds the window full (it was claimed a moment after a later start) keeps its place.
-                    key_due := (
-                        SELECT started.at FROM pgqueue.rate_starts AS started
-                        WHERE started.key = rate_names[position]
-                        ORDER BY started.at
-                        OFFSET least(rate_first[position], rate_used[position]) - 1
-                        LIMIT 1
-                    ) + rate_periods[position];
-                    key_due := coalesce(key_due, granted_at + rate_periods[position]);
+                    window_index := least(rate_first[position], rate_used[position]);
+                    IF window_index > rate_stored[position] THEN
+                        key_due := granted_at + rate_periods[position];  -- a start of this very claim
+                    ELSE
+                        key_due := (
+                            SELECT started.at FROM pgqueue.rate_starts AS started
+                            WHERE started.key = rate_names[position]
+                            ORDER BY started.at
+                            OFFSET window_index - 1
+                            LIMIT 1
+                        ) + rate_periods[position];
+                        key_due := coalesce(key_due, granted_at + rate_periods[position]);
+                    END IF;
                     IF rate_last_due[position] IS NOT NULL AND NOT rate_waiting[i] THEN
                         key_due := greatest(
                             key_due, rate_last_due[position] + rate_periods[position] / rate_caps[position]
@@ -302,7 +319,8 @@ BEGIN
             FOR i IN job_rate_first..job_rate_last LOOP
                 position := array_position(rate_names, rate_need_keys[i]);
                 rate_used[position] := rate_used[position] + 1;
-                INSERT INTO pgqueue.rate_starts (key, at, job_id) VALUES (rate_names[position], granted_at, job_id);
+                grant_keys := grant_keys || rate_names[position];
+                grant_jobs := grant_jobs || job_id;
             END LOOP;
         END IF;
         IF held_by IS NOT NULL OR deferred_by IS NOT NULL OR no_slot THEN
@@ -312,6 +330,10 @@ BEGIN
         first_index := last_index + 1;
         rate_index := job_rate_last + 1;
     END LOOP;
+    IF cardinality(grant_keys) > 0 THEN
+        INSERT INTO pgqueue.rate_starts (key, at, job_id)
+        SELECT granted.key, granted_at, granted.job FROM unnest(grant_keys, grant_jobs) AS granted(key, job);
+    END IF;
     -- Slots of jobs this statement completes that this claim took again, per key: the wake trigger of those
     -- completions (run at the statement's end, in this transaction) then wakes no held job for them.
     IF coalesce(cardinality(finished), 0) > 0 AND key_names IS NOT NULL THEN
@@ -335,7 +357,7 @@ $$
 
 
 def _limits_0008():  # type: ignore[no-untyped-def]
-    """Migration 0008's module (its function texts), for the downgrade."""
+    """Migration 0008's module (its text of job_limit_keys), for the downgrade."""
     path = Path(__file__).with_name("0008_limits.py")
     spec = importlib.util.spec_from_file_location("pgqueue_migration_0008", path)
     assert spec is not None and spec.loader is not None
@@ -389,12 +411,10 @@ def upgrade() -> None:
     op.execute(JOB_RATE_KEYS)
     op.execute(GRANT_LIMITS)
     op.execute(RATE_TEXT)
-    op.execute("DROP FUNCTION pgqueue.grant_slots(bigint[], bigint[])")
 
 
 def downgrade() -> None:
     limits_0008 = _limits_0008()
-    op.execute(limits_0008.GRANT_SLOTS)
     op.execute("DROP FUNCTION pgqueue.grant_limits(bigint[], integer[], bigint[], integer)")
     op.execute("DROP FUNCTION pgqueue.job_rate_keys(bigint[])")
     op.execute("DROP FUNCTION pgqueue.rate_text(integer, interval)")

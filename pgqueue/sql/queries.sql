@@ -511,7 +511,12 @@ SELECT pg_notify('pgqueue_jobs', json_build_object('queue', %(queue)s::text, 'ru
 
 -- name: prune_finished
 -- Retention: delete completed and cancelled jobs finished before the cutoff, a bounded batch at a
--- time so that pruning never holds long locks. Failed jobs are kept for retry-failed.
+-- time so that pruning never holds long locks. Failed jobs are kept for retry-failed. The same statement drops
+-- the rate starts older than an hour, the longest window a rate may have (a claim drops its own keys' old starts;
+-- these are of keys no claim has looked at since).
+WITH old_rate_starts AS (
+    DELETE FROM pgqueue.rate_starts WHERE at < now() - interval '1 hour'
+)
 DELETE FROM pgqueue.jobs
 WHERE id IN (
     SELECT id
@@ -851,11 +856,6 @@ SELECT queue, count(*) AS woken,
        pg_notify('pgqueue_jobs', json_build_object('queue', queue, 'run_at', 0)::text)::text AS notified
 FROM released
 GROUP BY queue;
-
--- name: prune_rate_starts
--- Starts that left their window long ago, of keys no claim has looked at since (a claim drops its keys' own).
--- An hour is the longest window a rate may have.
-DELETE FROM pgqueue.rate_starts WHERE at < now() - interval '1 hour';
 
 -- name: wake_held
 -- Held jobs back to pending: up to `per_key` per limit key (NULL: all) of the limits named (NULL: every limit),

@@ -114,6 +114,8 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     # limit`. (Pausing a queue stays an owner's action, as before: the worker role only reads pgqueue.queues.)
     Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "limits"),
     Grant(("EXECUTE",), "FUNCTION", "grant_limits", argument_types=("bigint[]", "integer[]", "bigint[]", "integer")),
+    # The previous release's claim function, kept for its workers during a rolling deploy (migration 0014).
+    Grant(("EXECUTE",), "FUNCTION", "grant_slots", argument_types=("bigint[]", "bigint[]")),
     Grant(("EXECUTE",), "FUNCTION", "job_limit_keys", argument_types=("bigint[]",)),
     # Rate limits (migration 0014): the claim counts, adds and drops the starts in each window; maintenance prunes.
     Grant(("EXECUTE",), "FUNCTION", "job_rate_keys", argument_types=("bigint[]",)),

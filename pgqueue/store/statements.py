@@ -409,10 +409,6 @@ def release_deferred(names: list[str]) -> Query[rows.Woken]:
     return Query(QUERIES["release_deferred"], {"names": names}, rows.Woken)
 
 
-def prune_rate_starts() -> Command:
-    return Command(QUERIES["prune_rate_starts"], None)
-
-
 def remove_limit(name: str) -> Query[rows.LimitName]:
     return Query(QUERIES["remove_limit"], {"name": name}, rows.LimitName)
 

@@ -149,8 +149,6 @@ class Maintenance:
             log.info("pruned %d finished job(s) older than %s", deleted, self.retention)
         if self._registry is not None:
             await self._registry.prune()
-        # The starts of rate keys no claim has looked at for an hour (a claim drops its own keys' old starts).
-        await self._runner.count(statements.prune_rate_starts())
         return deleted
 
     async def _prune_rest(self, statement: Command, deleted: int) -> int:

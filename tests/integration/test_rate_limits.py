@@ -246,3 +246,15 @@ def test_a_raised_rate_releases_the_backlog_at_the_next_worker_start(
         output = stop(worker)
     assert worker.returncode == 0, output
     assert "limits registered or changed" in output and "task:rated" in output, output
+
+
+def test_the_prune_drops_starts_that_left_every_window(db: psycopg.Connection) -> None:
+    """Starts of keys no claim looks at any more go with the retention prune (older than the longest window)."""
+    from pgqueue.store.queries import QUERIES
+
+    db.execute(
+        "INSERT INTO pgqueue.rate_starts (key, at, job_id) VALUES ('k', now() - interval '61 minutes', 1), "
+        "('k', now() - interval '59 minutes', 2)"
+    )
+    db.execute(QUERIES["prune_finished"], {"retention": "7 days", "batch": 100})
+    assert [row[0] for row in db.execute("SELECT job_id FROM pgqueue.rate_starts")] == [2]

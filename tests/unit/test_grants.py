@@ -34,6 +34,7 @@ def test_every_table_is_covered() -> None:
     # The claim's concurrency and rate limits (migrations 0008 and 0014) run these.
     assert {g.object_name for g in grants.WORKER_GRANTS if g.kind != "TABLE"} == base | {
         "pgqueue.grant_limits(bigint[], integer[], bigint[], integer)",
+        "pgqueue.grant_slots(bigint[], bigint[])",
         "pgqueue.job_limit_keys(bigint[])",
         "pgqueue.job_rate_keys(bigint[])",
         "pgqueue.limit_of(text)",
