@@ -229,11 +229,15 @@ def cancel(
 @friendly_errors
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    all_history: Annotated[
+        bool, typer.Option("--all", help="Count finished jobs of every age (a scan of the whole table).")
+    ] = False,
     dsn: DsnOption = None,
 ) -> None:
-    """Jobs per queue and status, and the age of each queue's oldest runnable job."""
+    """Jobs per queue and status (completed and cancelled: those of the last hour, unless --all), and the age of
+    each queue's oldest runnable job."""
     with connect(dsn) as conn:
-        report = admin.status(conn)
+        report = admin.status(conn, all_history=all_history)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
@@ -246,7 +250,9 @@ def status(
     if not rows:
         typer.echo("no jobs")
         return
-    typer.echo(format_table(["queue", *statuses, "oldest runnable"], rows))
+    finished = "" if all_history else " (1h)"
+    headers = [f"{s}{finished}" if s in ("completed", "cancelled") else s for s in statuses]
+    typer.echo(format_table(["queue", *headers, "oldest runnable"], rows))
 
 
 def _age(seconds: float | None) -> str:

@@ -20,6 +20,7 @@ from pgqueue.store.statements import JobFilters
 class QueueStatus:
     counts: list[StatusCount]  # (queue, status, jobs)
     oldest_runnable: dict[str, float]  # queue name -> age in seconds of its oldest runnable job
+    all_history: bool = False  # the completed and cancelled counts cover every age, not the last hour
 
     def as_dict(self) -> dict[str, Any]:
         queues: dict[str, dict[str, Any]] = {}
@@ -28,7 +29,7 @@ class QueueStatus:
         for queue_name, age in self.oldest_runnable.items():
             entry = queues.setdefault(queue_name, {"jobs": {}, "oldest_runnable_seconds": None})
             entry["oldest_runnable_seconds"] = age
-        return {"queues": queues}
+        return {"queues": queues, "finished_counted": "all" if self.all_history else "last hour"}
 
 
 # Job ids are bigint: a number outside that range names no job.
@@ -124,10 +125,12 @@ def cancel(conn: psycopg.Connection[Any], ids: Sequence[int]) -> list[int]:
     return sorted(int(c.id) for c in cancelled)
 
 
-def status(conn: psycopg.Connection[Any]) -> QueueStatus:
-    counts = [StatusCount(q, s, int(n)) for q, s, n in fetch(conn, statements.queue_status())]
+def status(conn: psycopg.Connection[Any], *, all_history: bool = False) -> QueueStatus:
+    """Jobs per queue and status (completed and cancelled: of the last hour, unless `all_history`)."""
+    found = fetch(conn, statements.queue_status(all_history=all_history))
+    counts = [StatusCount(q, s, int(n)) for q, s, n in found]
     oldest = {q: float(age) for q, age in fetch(conn, statements.oldest_runnable())}
-    return QueueStatus(counts=counts, oldest_runnable=oldest)
+    return QueueStatus(counts=counts, oldest_runnable=oldest, all_history=all_history)
 
 
 # -- listing and showing jobs ---------------------------------------------------------------------------------

@@ -336,8 +336,9 @@ def runnable_job_ids(limit: int) -> Query[int]:
     return Query(QUERIES["runnable_job_ids"], {"limit": limit}, int)
 
 
-def queue_status() -> Query[rows.StatusCount]:
-    return Query(QUERIES["queue_status"], None, rows.StatusCount)
+def queue_status(*, all_history: bool = False) -> Query[rows.StatusCount]:
+    """Jobs per queue and status: finished ones of the last hour only, unless `all_history`."""
+    return Query(QUERIES["queue_status_all" if all_history else "queue_status"], None, rows.StatusCount)
 
 
 def oldest_runnable() -> Query[rows.OldestRunnable]:

@@ -140,3 +140,36 @@ def test_demo_runs_end_to_end(dsn: str) -> None:
     assert "failed, retry in" in out
     assert "| generate_invoice        | completed | 2 " in out
     assert "ConnectionError: PDF service timed out" in out
+
+
+def test_status_counts_the_last_hours_finished_jobs_unless_asked_for_all(dsn: str, db: psycopg.Connection) -> None:
+    """Finished jobs of any age are the history, not the state: counted only with --all (a scan of the table)."""
+    db.execute(
+        "INSERT INTO pgqueue.jobs (task, status, finished_at) VALUES "
+        "('a', 'completed', now() - interval '2 hours'), ('a', 'completed', now() - interval '10 minutes'), "
+        "('a', 'cancelled', now() - interval '3 days'), ('a', 'failed', now() - interval '3 days'), "
+        "('a', 'pending', NULL)"
+    )
+    recent = json.loads(run("status", "--json", dsn=dsn).stdout)
+    assert recent["finished_counted"] == "last hour"
+    assert recent["queues"]["default"]["jobs"] == {"completed": 1, "failed": 1, "pending": 1}
+    everything = json.loads(run("status", "--json", "--all", dsn=dsn).stdout)
+    assert everything["finished_counted"] == "all"
+    assert everything["queues"]["default"]["jobs"] == {"cancelled": 1, "completed": 2, "failed": 1, "pending": 1}
+    header = run("status", dsn=dsn).stdout.splitlines()[0]
+    assert "completed (1h)" in header and "cancelled (1h)" in header, header
+    assert "(1h)" not in run("status", "--all", dsn=dsn).stdout
+
+
+def test_status_reads_no_history_row_by_row(db: psycopg.Connection) -> None:
+    """With many finished jobs kept, the status query reads partial indexes and the last hour, never the table."""
+    from pgqueue.store.queries import QUERIES
+
+    db.execute(
+        "INSERT INTO pgqueue.jobs (task, status, finished_at) "
+        "SELECT 'done', 'completed', now() - interval '2 days' FROM generate_series(1, 20000)"
+    )
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'todo' FROM generate_series(1, 20)")
+    db.execute("ANALYZE pgqueue.jobs")
+    plan = "\n".join(row[0] for row in db.execute("EXPLAIN " + QUERIES["queue_status"]))
+    assert "Seq Scan on jobs" not in plan, plan
