@@ -231,6 +231,10 @@ def probe() -> Command:
     return Command(QUERIES["probe"])
 
 
+def custom_plans() -> Command:
+    return Command(QUERIES["custom_plans"], None)
+
+
 def backend_pid() -> Query[rows.BackendPid]:
     return Query(QUERIES["backend_pid"], None, rows.BackendPid)
 

@@ -65,3 +65,26 @@ def test_a_start_is_written_only_after_its_handler_was_entered(dsn: str, db: psy
             await connection.close()
 
     asyncio.run(go())
+
+
+def test_the_main_connection_plans_each_statement_with_its_values(dsn: str) -> None:
+    """Its statements are prepared; a generic plan (one for any values) of the claim was 5 times slower on a big
+    table, so the session asks for custom plans (checked over the connection itself)."""
+
+    async def go() -> str:
+        async def reconnected(_conn: Any) -> None:
+            return None
+
+        connection = MainConnection(
+            dsn, lease=30, reconnect_max_delay=1, outages=Outages(), after_reconnect=reconnected
+        )
+        await connection.open()
+        try:
+            async with connection.round_trip() as conn:
+                row = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
+                assert row is not None
+                return str(row[0])
+        finally:
+            await connection.close()
+
+    assert asyncio.run(go()) == "force_custom_plan"
