@@ -323,3 +323,26 @@ class Producer:
                 self.errors.append(exc)
             self._n += 1
             time.sleep(self.pause)
+
+
+def kill_and_settle(conn: psycopg.Connection, process: subprocess.Popen[Any]) -> float:
+    """SIGKILL `process`, then wait until no statement that began before its death is still running on `conn`'s
+    database; returns when it died (monotonic).
+
+    A statement the process sent just before it died still runs to its end on the server (which notices the closed
+    connection only then) and may commit: until it has ended, the database can still change on the dead process's
+    behalf. Statements of other clients that began before the kill are waited for too, which costs a moment."""
+    process.kill()
+    process.wait(10)
+    died = time.monotonic()
+    killed_at = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    still = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        "AND state = 'active' AND query_start < %s"
+    )
+    deadline = time.monotonic() + 30
+    while conn.execute(still, (killed_at,)).fetchone()[0]:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"statements begun before process {process.pid} was killed still run after 30 s")
+        time.sleep(0.02)
+    return died

@@ -6,7 +6,6 @@ import re
 import time
 from typing import Any
 
-import psutil
 import psycopg
 
 from pgqueue import JobSpec, Queue
@@ -15,6 +14,7 @@ from tests.faults.harness import (
     FaultDatabase,
     WorkerProcess,
     Workers,
+    kill_and_settle,
     runs_per_job,
     scalar,
     statuses,
@@ -34,32 +34,12 @@ def running_in(db: psycopg.Connection, worker: WorkerProcess) -> set[int]:
     return {job_id for job_id, worker_id in rows if worker_pid(worker_id) == worker.pid}
 
 
-def backends_of(db: psycopg.Connection, pid: int) -> set[int]:
-    """The server processes serving the connections of client process `pid` (matched by the client's port)."""
-    process = psutil.Process(pid)
-    listing = getattr(process, "net_connections", None) or process.connections  # psutil < 6 names it connections
-    ports = [conn.laddr.port for conn in listing(kind="tcp") if conn.raddr]
-    rows = db.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND client_port = ANY(%s)", (ports,)
-    )
-    return {row[0] for row in rows}
-
-
 def kill_when_busy(db: psycopg.Connection, victim: WorkerProcess, busy: int) -> tuple[set[int], float]:
     """kill -9 once `victim` runs `busy` jobs; returns the jobs it held at death and when it died."""
     wait_until(lambda: len(running_in(db, victim)) >= busy, timeout=60, what=f"worker {victim.pid} busy")
-    backends = backends_of(db, victim.pid)
-    victim.process.kill()
-    victim.process.wait(10)
-    died = time.monotonic()
-    # A statement the victim sent just before it died still runs to its end on the server (which notices the closed
-    # connection only then) and may commit: once its server processes are gone, the victim can change nothing, and
-    # whatever the database shows as its running jobs is what it held.
-    wait_until(
-        lambda: not scalar(db, "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(backends),)),
-        timeout=30,
-        what=f"worker {victim.pid}'s connections closed",
-    )
+    died = kill_and_settle(db, victim.process)
+    # Dead and its server processes gone, it can change nothing: what the database shows as its running jobs is what
+    # it held.
     return running_in(db, victim), died
 
 
