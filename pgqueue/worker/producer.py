@@ -155,15 +155,16 @@ class Producer:
         # Jobs a limit held back (parked by a concurrency limit, moved on by a rate) count towards a full batch
         # (there may be unlimited jobs behind them) but are not ours to run.
         self.prefetched.extend(job for job in claimed if not job.held)
-        no_slot = False
-        self._rated_next = any(job.rated for job in claimed)
-        for job in claimed:
+        no_slot = rated = False
+        for job in claimed:  # one pass over the batch: what the limits said of each job
+            rated = rated or job.rated
             if job.no_slot:
                 no_slot = True
             elif job.due_at is not None:
                 self.note_due(job.due_at)  # a rate's next start: this worker looks again then
             elif job.held:
                 self._parked_held = True
+        self._rated_next = rated
         self.start_prefetched()
         if no_slot:
             # Rate-limited jobs wait for a free slot here, not in memory: the next claim when a slot frees. (Claiming

@@ -259,3 +259,20 @@ def test_the_prune_drops_starts_that_left_every_window(db: psycopg.Connection) -
     )
     db.execute(QUERIES["prune_finished"], {"retention": "7 days", "batch": 100})
     assert [row[0] for row in db.execute("SELECT job_id FROM pgqueue.rate_starts")] == [2]
+
+
+def test_the_previous_releases_claim_function_keeps_slots_and_ignores_rates(db: psycopg.Connection) -> None:
+    """A worker of the previous release calls grant_slots during a rolling deploy: it must still decide the
+    concurrency limits, and a rate-only limit gives its jobs no key (they run, uncounted, as the README says)."""
+    db.execute(
+        "INSERT INTO pgqueue.limits (name, scope, target, concurrency, rate, rate_period) VALUES "
+        "('task:capped', 'task', 'capped', 1, NULL, NULL), ('task:rated', 'task', 'rated', NULL, 1, '1 hour')"
+    )
+    ids = [
+        row[0]
+        for row in db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('capped'), ('capped'), ('rated') RETURNING id")
+    ]
+    granted = db.execute(
+        "SELECT job_id, keys, held_by FROM pgqueue.grant_slots(%s, ARRAY[]::bigint[]) ORDER BY job_id", (ids,)
+    ).fetchall()
+    assert granted == [(ids[0], ['["task:capped"]'], None), (ids[1], None, '["task:capped"]')], granted
