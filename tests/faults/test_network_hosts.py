@@ -25,7 +25,10 @@ from tests.apps.jobs_app import FAULT_RESULTS_DDL
 from tests.faults.harness import APP, PGQUEUE, ROOT, PrivateServer, WorkerProcess, runs_per_job, statuses, wait_until
 from tests.faults.test_fault_processes import make_queue
 
-SUBNET = "10.231"  # host i is 10.231.i.2, its gateway (the server's side of the veth pair) 10.231.i.1
+# Host i is A.B.i.2 and its gateway (the server's side of the veth pair) A.B.i.1, in the first 10.B/16 that no
+# interface of the machine uses yet: a run killed before its clean-up leaves its links (and their addresses)
+# behind, and a second link with the same address would send this run's packets into the dead one.
+SUBNETS = tuple(f"10.{b}" for b in range(231, 255))
 HOSTS = 3
 
 
@@ -64,9 +67,22 @@ class Host:
         _ip("link", "set", self.link, "up")
 
 
-def _make_host(tag: str, index: int) -> Host:
+def _free_subnet() -> str:
+    listed = subprocess.run(["ip", "-4", "-o", "addr", "show"], check=True, capture_output=True, text=True, timeout=30)
+    used = {word.split("/")[0].rsplit(".", 2)[0] for word in listed.stdout.split() if word.count(".") == 3}
+    for subnet in SUBNETS:
+        if subnet not in used:
+            return subnet
+    pytest.skip(f"every subnet of {SUBNETS[0]}.0.0 to {SUBNETS[-1]}.0.0 is taken on this machine")
+
+
+def _subnet_of(host: Host) -> str:
+    return host.gateway.rsplit(".", 2)[0]
+
+
+def _make_host(tag: str, subnet: str, index: int) -> Host:
     namespace, link, peer = f"pgq-{tag}-{index}", f"pq{tag}h{index}", f"pq{tag}n{index}"
-    host = Host(namespace, link, f"{SUBNET}.{index}.2", f"{SUBNET}.{index}.1")
+    host = Host(namespace, link, f"{subnet}.{index}.2", f"{subnet}.{index}.1")
     _ip("netns", "add", namespace)
     _ip("link", "add", link, "type", "veth", "peer", "name", peer)
     _ip("link", "set", peer, "netns", namespace)
@@ -84,10 +100,11 @@ def hosts() -> Iterator[list[Host]]:
     if why:
         pytest.skip(why)
     tag = uuid.uuid4().hex[:4]
+    subnet = _free_subnet()
     made: list[Host] = []
     try:
         for index in range(1, HOSTS + 1):
-            made.append(_make_host(tag, index))
+            made.append(_make_host(tag, subnet, index))
         yield made
     finally:
         for host in made:  # deleting the namespace deletes its end of the pair, and so the pair
@@ -99,7 +116,7 @@ def hosts() -> Iterator[list[Host]]:
 def server(hosts: list[Host]) -> Iterator[PrivateServer]:
     """A private server listening on loopback and on the server's end of every host's link."""
     server = PrivateServer(listen=["127.0.0.1", *(host.gateway for host in hosts)])
-    server.trust(f"{SUBNET}.0.0/16")
+    server.trust(f"{_subnet_of(hosts[0])}.0.0/16")
     try:
         server.start()
         yield server
