@@ -796,14 +796,6 @@ SELECT version_num FROM pgqueue.alembic_version;
 -- A LISTEN connection's heartbeat: a silently dead connection delivers no notifications, this finds it out.
 SELECT 1;
 
--- name: custom_plans
--- The worker's main connection plans each statement with its values. Its statements are prepared (parsed once),
--- and after five runs PostgreSQL may switch a prepared statement to a generic plan, one for any values: on a
--- jobs table of millions of finished rows the generic plan of the claim that also writes the acks (arrays of
--- unknown length) was 5 times slower than a custom one (measured: 64 ms against 13.5 ms per claim of 512 with 3
--- million kept). Planning each time costs well under a millisecond.
-SET plan_cache_mode = force_custom_plan;
-
 -- name: backend_pid
 -- Compared with the pid the connection was given at start-up: they differ only when a pooler
 -- (PgBouncer and the like) sits in between, since it hands its clients made-up keys.

@@ -32,11 +32,11 @@ class AsyncRunner(Protocol):
 
 
 def fetch(conn: psycopg.Connection[Any], query: Query[R]) -> list[R]:
-    return _rows(query, conn.execute(query.sql, query.params).fetchall())
+    return _rows(query, conn.execute(query.sql, query.params, prepare=query.prepare).fetchall())
 
 
 async def fetch_async(conn: psycopg.AsyncConnection[Any], query: Query[R]) -> list[R]:
-    return _rows(query, await (await conn.execute(query.sql, query.params)).fetchall())
+    return _rows(query, await (await conn.execute(query.sql, query.params, prepare=query.prepare)).fetchall())
 
 
 def count(conn: psycopg.Connection[Any], command: Command) -> int:
@@ -59,7 +59,7 @@ class Sent(Generic[R]):
 
 
 async def send_async(conn: psycopg.AsyncConnection[Any], query: Query[R]) -> Sent[R]:
-    return Sent(query, await conn.execute(query.sql, query.params))
+    return Sent(query, await conn.execute(query.sql, query.params, prepare=query.prepare))
 
 
 def first(conn: psycopg.Connection[Any], query: Query[R]) -> R | None:

@@ -170,9 +170,6 @@ class MainConnection:
                 conn.prepare_threshold = None
                 if first:
                     log.info("connection pooler detected: prepared statements off")
-            else:
-                # Prepared statements, each planned with its values (a session setting: not behind a pooler).
-                await count_async(conn, statements.custom_plans())
             if first:
                 _check_revision(await fetch_async(conn, statements.check_schema()))
             else:

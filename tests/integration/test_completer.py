@@ -67,24 +67,27 @@ def test_a_start_is_written_only_after_its_handler_was_entered(dsn: str, db: psy
     asyncio.run(go())
 
 
-def test_the_main_connection_plans_each_statement_with_its_values(dsn: str) -> None:
-    """Its statements are prepared; a generic plan (one for any values) of the claim was 5 times slower on a big
-    table, so the session asks for custom plans (checked over the connection itself)."""
+def test_a_claim_carrying_outcomes_is_planned_with_them(dsn: str) -> None:
+    """Its generic plan (a prepared statement's plan for any values) was 5 times slower on a big table: a claim with
+    outcomes is never prepared, so PostgreSQL plans it for its arrays; an idle claim, with none, stays prepared.
+    Checked on a real connection that prepares everything at once: after many claims with acks, the statement is
+    not among the connection's prepared statements."""
+    from datetime import timedelta
 
-    async def go() -> str:
-        async def reconnected(_conn: Any) -> None:
-            return None
+    import psycopg
 
-        connection = MainConnection(
-            dsn, lease=30, reconnect_max_delay=1, outages=Outages(), after_reconnect=reconnected
-        )
-        await connection.open()
-        try:
-            async with connection.round_trip() as conn:
-                row = await (await conn.execute("SHOW plan_cache_mode")).fetchone()
-                assert row is not None
-                return str(row[0])
-        finally:
-            await connection.close()
+    from pgqueue.store import statements
+    from pgqueue.store.run import fetch
 
-    assert asyncio.run(go()) == "force_custom_plan"
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=0) as conn:
+        for _ in range(8):
+            busy = statements.record_outcomes_and_claim(
+                worker_id="w", limit=10, lease=timedelta(seconds=30), queues=None, completed=[(1, 1, None)]
+            )
+            fetch(conn, busy)
+        prepared = [row[0] for row in conn.execute("SELECT statement FROM pg_prepared_statements")]
+        assert not any("completed AS" in text for text in prepared), prepared
+        idle = statements.record_outcomes_and_claim(worker_id="w", limit=10, lease=timedelta(seconds=30), queues=None)
+        fetch(conn, idle)
+        prepared = [row[0] for row in conn.execute("SELECT statement FROM pg_prepared_statements")]
+        assert any("completed AS" in text for text in prepared), prepared
