@@ -65,9 +65,9 @@ def run_worker(dsn: str, out: Path) -> None:
         stamps["heard"].append(time.monotonic())
         heard(self, channel, payload)
 
-    async def stamped_claim(self: Completer, limit: int) -> Any:
+    async def stamped_claim(self: Completer, limit: int, free: int | None = None) -> Any:
         sent = time.monotonic()
-        claimed = await flush_and_claim(self, limit)
+        claimed = await flush_and_claim(self, limit, free)
         stamps["claims"].append((sent, time.monotonic(), len(claimed or ())))
         return claimed
 

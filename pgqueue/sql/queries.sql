@@ -108,9 +108,10 @@ SELECT id FROM pgqueue.reserve_job_ids(%(count)s::int) AS id;
 COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_context) FROM STDIN;
 
 -- name: claim
--- Claim up to `limit` runnable jobs of any queue. SKIP LOCKED lets workers claim side by side;
--- the ORDER BY matches jobs_claim_idx, so this is an index scan however many rows are finished.
--- Paused queues (pgqueue.queues) are read once per claim: the table decides, never a notification.
+-- The worker's claim, less its pick of pending jobs (PICK: pick_any or pick_from_queues, composed in
+-- store/queries.py into `claim` and `claim_from_queues`).
+-- Claim up to `limit` runnable jobs (of any queue or of the named ones). SKIP LOCKED lets workers claim side by
+-- side. Paused queues (pgqueue.queues) are read once per claim: the table decides, never a notification.
 -- started_at stays NULL until the worker reports that the handler started (record_starts): a job
 -- claimed but never started is then told apart from one cut short, and goes back uncharged.
 -- attempts is capped below the integer maximum so that one hand-edited row cannot make every claim fail
@@ -126,24 +127,40 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_co
 -- `finished` names the jobs this statement completes (composed in store/queries.py): their slots are free for
 -- this claim. grant_limits serves its candidates in picked's order, which a CTE scan keeps (no second sort), and
 -- is told each one's place in the claim (`positions`): the jobs ahead of it that run take the free slots first.
+-- Held jobs whose slot this very statement frees (`freed`: the limit keys of the jobs it completes) are
+-- candidates too, ahead of the pending ones (they were in line first): the freed slot goes to them in the same
+-- statement, instead of the completion waking one (wake_held) for a later claim to take, a round trip and two
+-- row updates more per job when a limit binds. A held job that finds its slot taken after all stays held.
 -- The rows come back in claim order (an UPDATE returns them in its join's order): the worker starts them so.
 -- waited: how long the job was runnable before this claim (the queue-wait metric), by the server's clock.
+-- slotted: the job took a concurrency slot or was held for one (the worker then claims as its slots free: its
+-- completions may free slots for held jobs, which only a claim takes).
 WITH paused AS MATERIALIZED (
     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
 ),
+PICK,
 limited AS MATERIALIZED (
     SELECT coalesce(array_agg(target) FILTER (WHERE scope = 'task'), ARRAY[]::text[]) AS tasks,
            coalesce(array_agg(target) FILTER (WHERE scope = 'queue'), ARRAY[]::text[]) AS queues
     FROM pgqueue.limits
     HAVING count(*) > 0
 ),
+freed AS (
+    SELECT key, count(*)::integer AS slots
+    FROM finished, unnest(finished.limit_keys) AS key
+    GROUP BY key
+),
+held_ready AS (
+    SELECT ready.id, ready.task, ready.queue, ready.priority, ready.run_at
+    FROM freed
+    CROSS JOIN paused
+    CROSS JOIN wanted_queues
+    CROSS JOIN LATERAL pgqueue.held_in_line(freed.key, freed.slots, paused.queues, wanted_queues.names) AS ready
+),
 picked AS (
-    SELECT id, task, queue, priority, run_at
-    FROM pgqueue.jobs, paused
-    WHERE status = 'pending' AND run_at <= now() AND queue <> ALL(paused.queues)
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE OF jobs SKIP LOCKED
+    SELECT id, task, queue, priority, run_at FROM held_ready
+    UNION ALL
+    SELECT id, task, queue, priority, run_at FROM picked_pending
 ),
 candidates AS (
     SELECT array_agg(numbered.id ORDER BY numbered.position) AS ids,
@@ -182,38 +199,45 @@ claimed AS (
     WHERE job.id = picked.id AND decided.no_slot IS NOT TRUE
     RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
               job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due,
-              coalesce(decided.rated, false) AS rated
+              coalesce(decided.rated, false) AS rated,
+              decided.keys IS NOT NULL OR decided.held_by IS NOT NULL AS slotted
 )
-SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot, rated
+SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot, rated, slotted
 FROM (
     SELECT id, queue, task, args::text AS args, attempts, max_attempts,
            held_by IS NOT NULL OR deferred_by IS NOT NULL AS held,
            extract(epoch FROM now() - was_due)::float8 AS waited, trace_context::text AS trace_context,
            CASE WHEN deferred_by IS NOT NULL THEN extract(epoch FROM run_at)::float8 END AS due_at,
-           false AS no_slot, rated, priority, was_due
+           false AS no_slot, rated, slotted, priority, was_due
     FROM claimed
     UNION ALL
-    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, true, NULL, NULL
+    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, true, false, NULL, NULL
     FROM decided
     WHERE decided.no_slot
 ) AS answer
 ORDER BY no_slot, priority DESC, was_due, id;
 
--- name: claim_from_queues
--- The same for named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
+-- name: pick_any
+-- The claim's pick of any queue: the ORDER BY matches jobs_claim_idx, so this is an index scan however many rows
+-- are finished.
+wanted_queues AS MATERIALIZED (SELECT NULL::text[] AS names),
+picked_pending AS (
+    SELECT id, task, queue, priority, run_at
+    FROM pgqueue.jobs, paused
+    WHERE status = 'pending' AND run_at <= now() AND queue <> ALL(paused.queues)
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE OF jobs SKIP LOCKED
+)
+
+-- name: pick_from_queues
+-- The claim's pick of named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
 -- then the best `limit` of those candidates (the others are unlocked when the statement ends).
-WITH paused AS MATERIALIZED (
-    SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
-),
-limited AS MATERIALIZED (
-    SELECT coalesce(array_agg(target) FILTER (WHERE scope = 'task'), ARRAY[]::text[]) AS tasks,
-           coalesce(array_agg(target) FILTER (WHERE scope = 'queue'), ARRAY[]::text[]) AS queues
-    FROM pgqueue.limits
-    HAVING count(*) > 0
-),
-picked AS (
+wanted_queues AS MATERIALIZED (SELECT %(queues)s::text[] AS names),
+picked_pending AS (
     SELECT candidate.id, candidate.task, wanted.queue, candidate.priority, candidate.run_at
-    FROM unnest(%(queues)s::text[]) AS wanted(queue)
+    FROM wanted_queues
+    CROSS JOIN unnest(wanted_queues.names) AS wanted(queue)
     CROSS JOIN paused
     CROSS JOIN LATERAL (
         SELECT id, task, priority, run_at
@@ -226,60 +250,7 @@ picked AS (
     WHERE wanted.queue <> ALL(paused.queues)
     ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
     LIMIT %(limit)s
-),
-candidates AS (
-    SELECT array_agg(numbered.id ORDER BY numbered.position) AS ids,
-           array_agg(numbered.position ORDER BY numbered.position) AS positions
-    FROM limited
-    CROSS JOIN (SELECT picked.id, picked.task, picked.queue, row_number() OVER () AS position FROM picked) AS numbered
-    WHERE numbered.task = ANY(limited.tasks) OR numbered.queue = ANY(limited.queues)
-    HAVING count(*) > 0
-),
-decided AS (
-    SELECT granted.job_id, granted.keys, granted.held_by, granted.deferred_by, granted.due_at, granted.no_slot,
-           granted.rated
-    FROM candidates
-    CROSS JOIN LATERAL pgqueue.grant_limits(
-        candidates.ids, candidates.positions::int[], ARRAY(SELECT finished.id FROM finished), %(free)s
-    ) AS granted
-),
-claimed AS (
-    UPDATE pgqueue.jobs AS job
-    SET status = CASE WHEN decided.held_by IS NOT NULL THEN 'held'
-                      WHEN decided.deferred_by IS NOT NULL THEN 'pending'
-                      ELSE 'running' END,
-        attempts = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
-                        THEN least(job.attempts, 2147483646) + 1 ELSE job.attempts END,
-        started_at = NULL,
-        finished_at = NULL,
-        worker_id = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL THEN %(worker_id)s END,
-        lease_expires_at = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
-                                THEN now() + %(lease)s::interval END,
-        limit_keys = decided.keys,
-        held_by = decided.held_by,
-        run_at = coalesce(decided.due_at, job.run_at),
-        deferred_by = decided.deferred_by
-    FROM picked
-    LEFT JOIN decided ON decided.job_id = picked.id
-    WHERE job.id = picked.id AND decided.no_slot IS NOT TRUE
-    RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
-              job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due,
-              coalesce(decided.rated, false) AS rated
 )
-SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot, rated
-FROM (
-    SELECT id, queue, task, args::text AS args, attempts, max_attempts,
-           held_by IS NOT NULL OR deferred_by IS NOT NULL AS held,
-           extract(epoch FROM now() - was_due)::float8 AS waited, trace_context::text AS trace_context,
-           CASE WHEN deferred_by IS NOT NULL THEN extract(epoch FROM run_at)::float8 END AS due_at,
-           false AS no_slot, rated, priority, was_due
-    FROM claimed
-    UNION ALL
-    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, true, NULL, NULL
-    FROM decided
-    WHERE decided.no_slot
-) AS answer
-ORDER BY no_slot, priority DESC, was_due, id;
 
 -- name: record_starts
 -- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
@@ -309,7 +280,7 @@ WHERE job.id = done.id
   AND job.attempts = done.attempt
   AND job.status = 'running'
   AND job.worker_id = %(worker_id)s
-RETURNING job.id;
+RETURNING job.id, job.limit_keys;
 
 -- name: fail_jobs
 -- Batched failure: each job goes back to pending after its backoff (retry) or to failed.

@@ -47,7 +47,7 @@ def _with_outcomes(statement: LiteralString) -> LiteralString:
     is what the claim's concurrency limits do not count as running."""
     outcomes = (
         f"WITH started AS (\n{QUERIES['record_starts']}\n),\ncompleted AS (\n{QUERIES['complete_jobs']}\n),\n"
-        "finished AS (SELECT id FROM completed)"
+        "finished AS (SELECT id, limit_keys FROM completed)"
     )
     if statement.startswith("WITH "):
         return cast(LiteralString, f"{outcomes},\n{statement.removeprefix('WITH ')}")
@@ -64,12 +64,21 @@ def _with_heartbeat(statement: LiteralString) -> LiteralString:
 
 def _finishing_nothing(statement: LiteralString) -> LiteralString:
     """A claim on its own: it completes no job in the same statement."""
-    return cast(
-        LiteralString, f"WITH finished AS (SELECT NULL::bigint AS id WHERE false),\n{statement.removeprefix('WITH ')}"
-    )
+    nothing = "WITH finished AS (SELECT NULL::bigint AS id, NULL::text[] AS limit_keys WHERE false)"
+    return cast(LiteralString, f"{nothing},\n{statement.removeprefix('WITH ')}")
+
+
+def _picking(claim: LiteralString, pick: LiteralString) -> LiteralString:
+    """The claim with its pick of pending jobs (of any queue, or of named queues) in place of its PICK line: the
+    two claims differ only there."""
+    marker = "\nPICK,\n"
+    assert claim.count(marker) == 1, "the claim has one PICK line"
+    return cast(LiteralString, claim.replace(marker, f"\n{pick},\n"))
 
 
 QUERIES: dict[str, LiteralString] = load()
+QUERIES["claim_from_queues"] = _picking(QUERIES["claim"], QUERIES.pop("pick_from_queues"))
+QUERIES["claim"] = _picking(QUERIES["claim"], QUERIES.pop("pick_any"))
 # Data-modifying CTEs always run to completion, read or not.
 QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
 QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])

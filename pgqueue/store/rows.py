@@ -30,6 +30,7 @@ class ClaimedJob:
     due_at: float | None = None  # held because a rate's window is full: pending again, due then (epoch seconds)
     no_slot: bool = False  # rate-limited, not claimed: this worker had no free slot to start it in at once
     rated: bool = False  # under a rate limit (granted, moved on or not claimed)
+    slotted: bool = False  # under a concurrency limit: granted a slot or held for one
 
     @property
     def key(self) -> Attempt:

@@ -59,9 +59,11 @@ class Producer:
         self._parked_held = False  # a claim of ours parked held jobs since maintenance last looked
         # A claim left rate-limited jobs unclaimed for want of a free slot here: claim again when one frees.
         self._claim_when_free = False
-        # Rate-limited jobs are next in line: claim only for free slots (they are never claimed ahead, and a claim
-        # for more would lock rows only to leave them), until a claim finds none of them.
-        self._rated_next = False
+        # Limited jobs are next in line: claim only for free slots, until a claim finds none of them. Rate-limited
+        # jobs are never claimed ahead (a claim for more would lock rows only to leave them); jobs under a
+        # concurrency limit could be, but each one claimed beyond the slots the limit has free is parked as held,
+        # to be claimed again when a slot frees: a claim of hundreds would park hundreds.
+        self._limited_next = False
 
     def take_parked_held(self) -> bool:
         """Whether a claim of ours parked held jobs since the last call (maintenance's cue to look at them)."""
@@ -155,16 +157,17 @@ class Producer:
         # Jobs a limit held back (parked by a concurrency limit, moved on by a rate) count towards a full batch
         # (there may be unlimited jobs behind them) but are not ours to run.
         self.prefetched.extend(job for job in claimed if not job.held)
-        no_slot = rated = False
+        no_slot = rated = slotted = False
         for job in claimed:  # one pass over the batch: what the limits said of each job
             rated = rated or job.rated
+            slotted = slotted or job.slotted
             if job.no_slot:
                 no_slot = True
             elif job.due_at is not None:
                 self.note_due(job.due_at)  # a rate's next start: this worker looks again then
             elif job.held:
                 self._parked_held = True
-        self._rated_next = rated
+        self._limited_next = rated or slotted
         self.start_prefetched()
         if no_slot:
             # Rate-limited jobs wait for a free slot here, not in memory: the next claim when a slot frees. (Claiming
@@ -174,6 +177,14 @@ class Producer:
         if len(claimed) >= room:
             self._claim_wanted = True  # a full batch: there may be more
             return False
+        if slotted:
+            # Jobs held for a concurrency slot are not pending, so a short batch does not mean that nothing waits:
+            # the slots this worker's completions free go to held jobs in the claim that writes those completions
+            # (and only there). So claim, rather than only write them, as soon as a slot frees.
+            if self._completer.pending.completed and self._slots.free:
+                self._claim_wanted = True  # some finished while this claim was on its way
+            else:
+                self._claim_when_free = True
         if self._due_unknown:
             # Only now and then: notifications and our own retries keep _next_due current.
             self._due_unknown = False
@@ -232,7 +243,7 @@ class Producer:
             slots.start(self.prefetched.popleft())
 
     def _prefetch_room(self) -> int:
-        if self._rated_next:
+        if self._limited_next:
             return 0
         return prefetch_room(
             job_seconds=self._slots.job_seconds,

@@ -227,3 +227,73 @@ def test_with_no_limits_the_claim_never_calls_grant_limits(db: psycopg.Connectio
     grant = next(line for line in plan.splitlines() if "grant_limits" in line)
     assert "never executed" in grant, plan
     assert db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'running'").fetchone()[0] == 5
+
+
+def _claim_with_acks(db: psycopg.Connection, worker: str, done: list[tuple[int, int]]) -> list[tuple[int, str, bool]]:
+    """One worker's claim that also completes `done` (id, attempt): (id, task, held) of each row it returns."""
+    from datetime import timedelta
+
+    from pgqueue.store import statements
+    from pgqueue.store.run import fetch
+
+    query = statements.record_outcomes_and_claim(
+        worker_id=worker, limit=10, lease=timedelta(seconds=30), queues=None,
+        completed=[(job_id, attempt, None) for job_id, attempt in done],
+    )  # fmt: skip
+    return [(job.id, job.task, job.held) for job in fetch(db, query)]
+
+
+def _statuses(db: psycopg.Connection) -> dict[int, str]:
+    return dict(db.execute("SELECT id, status FROM pgqueue.jobs").fetchall())
+
+
+def test_the_claim_that_frees_a_slot_hands_it_to_the_held_job_first(db: psycopg.Connection) -> None:
+    """A held job goes straight to running in the statement that completes the job holding its slot (ahead of the
+    pending jobs behind it, which are held in turn), and the completion wakes nothing: the slot was handed on."""
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
+    first, second = (row[0] for row in db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('a') RETURNING id"))
+    claimed = _claim_with_acks(db, "w", [])
+    assert claimed == [(first, "a", False), (second, "a", True)]
+    assert _statuses(db) == {first: "running", second: "held"}
+    (third,) = db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a') RETURNING id").fetchone()
+    claimed = _claim_with_acks(db, "w", [(first, 1)])
+    assert claimed == [(second, "a", False), (third, "a", True)]
+    assert _statuses(db) == {first: "completed", second: "running", third: "held"}
+    assert db.execute("SELECT attempts, worker_id FROM pgqueue.jobs WHERE id = %s", (second,)).fetchone() == (1, "w")
+
+
+def test_a_freed_slot_is_not_handed_to_a_held_job_of_a_paused_queue(db: psycopg.Connection) -> None:
+    """The held job's queue is paused: the claim leaves it, and the completion wakes it (pending, for when the
+    queue resumes) as it did before claims took held jobs."""
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
+    inserted = db.execute("INSERT INTO pgqueue.jobs (task, queue) VALUES ('a', 'q'), ('a', 'q') RETURNING id")
+    first, second = (row[0] for row in inserted)
+    _claim_with_acks(db, "w", [])
+    db.execute("INSERT INTO pgqueue.queues (name, paused) VALUES ('q', true)")
+    assert _claim_with_acks(db, "w", [(first, 1)]) == []
+    assert _statuses(db) == {first: "completed", second: "pending"}
+
+
+def test_held_in_line_takes_the_index_in_claim_order_whatever_the_statistics(db: psycopg.Connection) -> None:
+    """Statistics taken before any job was held (the usual case after a burst) must not make the lookup read every
+    held job: the plan inside pgqueue.held_in_line is the ordered scan of jobs_held_idx, and it stops at `wanted`."""
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 5000)")
+    db.execute("ANALYZE pgqueue.jobs")
+    db.execute("UPDATE pgqueue.jobs SET status = 'held', held_by = '[\"task:a\"]', priority = id % 3 WHERE id % 5 <> 0")
+    db.execute("LOAD 'auto_explain'")
+    db.execute("SET auto_explain.log_min_duration = 0")
+    db.execute("SET auto_explain.log_nested_statements = on")
+    db.execute("SET auto_explain.log_analyze = on")
+    db.execute("SET client_min_messages = log")
+    notices: list[str] = []
+    db.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+    with db.transaction():
+        rows = db.execute("SELECT id FROM pgqueue.held_in_line('[\"task:a\"]', 3, ARRAY[]::text[], NULL)").fetchall()
+    db.execute("SET client_min_messages = notice")
+    expected = db.execute(
+        "SELECT id FROM pgqueue.jobs WHERE status = 'held' ORDER BY priority DESC, run_at, id LIMIT 3"
+    ).fetchall()
+    assert rows == expected
+    inner = next(message for message in notices if "jobs_held_idx" in message or "Sort" in message)
+    assert "Index Scan using jobs_held_idx" in inner and "Sort" not in inner, inner
+    assert "rows=3 " in inner.split("Index Scan using jobs_held_idx")[1].split("\n")[0], inner

@@ -31,10 +31,11 @@ def test_every_table_is_covered() -> None:
     assert app_tables == {"jobs", "job_dependencies", "alembic_version"}
     base = {"pgqueue", "pgqueue.reserve_job_ids(integer)"}
     assert {g.object_name for g in grants.APP_GRANTS if g.kind != "TABLE"} == base
-    # The claim's concurrency and rate limits (migrations 0008 and 0014) run these.
+    # The claim's concurrency and rate limits (migrations 0008, 0014 and 0015) run these.
     assert {g.object_name for g in grants.WORKER_GRANTS if g.kind != "TABLE"} == base | {
         "pgqueue.grant_limits(bigint[], integer[], bigint[], integer)",
         "pgqueue.grant_slots(bigint[], bigint[])",
+        "pgqueue.held_in_line(text, integer, text[], text[])",
         "pgqueue.job_limit_keys(bigint[])",
         "pgqueue.job_rate_keys(bigint[])",
         "pgqueue.limit_of(text)",
