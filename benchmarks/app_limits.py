@@ -1,7 +1,7 @@
 """The limits benchmark's app: `pgqueue work --app app_limits` (benchmarks/ on PYTHONPATH). Tasks that do the
-same nothing: one limited to 50 running at once across all workers, one to RATE starts a second (it binds: the
-workers could start more), one to KEY_RATE starts a second per value of `group` (it does not bind: what the
-bookkeeping of a rate costs), one unlimited."""
+same nothing: one limited to 50 running at once across all workers (it binds), one to ROOMY (it never binds:
+what the bookkeeping of a limit costs), one to RATE starts a second (it binds: the workers could start more), one
+to KEY_RATE starts a second per value of `group` (it does not bind), one unlimited."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pgqueue import Queue
 
 queue = Queue()
 LIMIT = 50
+ROOMY = 1000
 RATE = 2000
 KEY_RATE = 1000
 
@@ -35,5 +36,11 @@ async def rated(n: int, seconds: float = 0.0, group: int = 0) -> None:
 
 @queue.task(name="rated_per_group", rate_limit=f"{KEY_RATE}/s", rate_key="group")
 async def rated_per_group(n: int, seconds: float = 0.0, group: int = 0) -> None:
+    if seconds:
+        await asyncio.sleep(seconds)
+
+
+@queue.task(name="roomy", concurrency=ROOMY)
+async def roomy(n: int, seconds: float = 0.0) -> None:
     if seconds:
         await asyncio.sleep(seconds)

@@ -108,8 +108,9 @@ SELECT id FROM pgqueue.reserve_job_ids(%(count)s::int) AS id;
 COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_context) FROM STDIN;
 
 -- name: claim
--- The worker's claim, less its pick of pending jobs (PICK: pick_any or pick_from_queues, composed in
--- store/queries.py into `claim` and `claim_from_queues`).
+-- The worker's claim, less the queues it takes jobs of (WANTED: wanted_any or wanted_from_queues) and its pick of
+-- pending jobs (PICK: pick_any or pick_from_queues), composed in store/queries.py into `claim` and
+-- `claim_from_queues`.
 -- Claim up to `limit` runnable jobs (of any queue or of the named ones). SKIP LOCKED lets workers claim side by
 -- side. Paused queues (pgqueue.queues) are read once per claim: the table decides, never a notification.
 -- started_at stays NULL until the worker reports that the handler started (record_starts): a job
@@ -123,14 +124,19 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_co
 -- when a start frees (`deferred_by`, `due_at`); both uncharged, and both come back with `held` true so the worker
 -- knows the batch was not short for want of jobs. A rate-limited job that would only wait in the worker's
 -- memory (no free slot there: `free`) is not claimed at all and comes back as a `no_slot` row, so that a start
--- is counted only for a handler about to run. With no limited job picked, grant_limits is never called.
+-- is counted only for a handler about to run; so does a job under a concurrency limit that it would only hold
+-- in memory while the limit has no slot free (migration 0016). With no limited job picked, grant_limits is
+-- never called.
 -- `finished` names the jobs this statement completes (composed in store/queries.py): their slots are free for
 -- this claim. grant_limits serves its candidates in picked's order, which a CTE scan keeps (no second sort), and
 -- is told each one's place in the claim (`positions`): the jobs ahead of it that run take the free slots first.
 -- Held jobs whose slot this very statement frees (`freed`: the limit keys of the jobs it completes) are
 -- candidates too, ahead of the pending ones (they were in line first): the freed slot goes to them in the same
 -- statement, instead of the completion waking one (wake_held) for a later claim to take, a round trip and two
--- row updates more per job when a limit binds. A held job that finds its slot taken after all stays held.
+-- row updates more per job when a limit binds. A held job that finds its slot taken after all stays held. They
+-- count towards `limit`: the pending jobs picked beyond what they leave are unlocked untouched (beside them,
+-- pending jobs of a full limit would only be parked). The LIMIT is applied to the pick's result, not inside the
+-- pick: an expression there would be planned as a tenth of the table, and the UPDATE as a scan of it.
 -- The rows come back in claim order (an UPDATE returns them in its join's order): the worker starts them so.
 -- waited: how long the job was runnable before this claim (the queue-wait metric), by the server's clock.
 -- slotted: the job took a concurrency slot or was held for one (the worker then claims as its slots free: its
@@ -138,7 +144,7 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_co
 WITH paused AS MATERIALIZED (
     SELECT coalesce(array_agg(name), ARRAY[]::text[]) AS queues FROM pgqueue.queues WHERE paused
 ),
-PICK,
+WANTED,
 limited AS MATERIALIZED (
     SELECT coalesce(array_agg(target) FILTER (WHERE scope = 'task'), ARRAY[]::text[]) AS tasks,
            coalesce(array_agg(target) FILTER (WHERE scope = 'queue'), ARRAY[]::text[]) AS queues
@@ -157,10 +163,14 @@ held_ready AS (
     CROSS JOIN wanted_queues
     CROSS JOIN LATERAL pgqueue.held_in_line(freed.key, freed.slots, paused.queues, wanted_queues.names) AS ready
 ),
+PICK,
 picked AS (
     SELECT id, task, queue, priority, run_at FROM held_ready
     UNION ALL
-    SELECT id, task, queue, priority, run_at FROM picked_pending
+    (
+        SELECT id, task, queue, priority, run_at FROM picked_pending
+        LIMIT greatest(%(limit)s - (SELECT count(*) FROM held_ready), 0)
+    )
 ),
 candidates AS (
     SELECT array_agg(numbered.id ORDER BY numbered.position) AS ids,
@@ -172,7 +182,7 @@ candidates AS (
 ),
 decided AS (
     SELECT granted.job_id, granted.keys, granted.held_by, granted.deferred_by, granted.due_at, granted.no_slot,
-           granted.rated
+           granted.rated, granted.stripe
     FROM candidates
     CROSS JOIN LATERAL pgqueue.grant_limits(
         candidates.ids, candidates.positions::int[], ARRAY(SELECT finished.id FROM finished), %(free)s
@@ -191,6 +201,7 @@ claimed AS (
         lease_expires_at = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
                                 THEN now() + %(lease)s::interval END,
         limit_keys = decided.keys,
+        limit_stripe = decided.stripe,
         held_by = decided.held_by,
         run_at = coalesce(decided.due_at, job.run_at),
         deferred_by = decided.deferred_by
@@ -211,16 +222,19 @@ FROM (
            false AS no_slot, rated, slotted, priority, was_due
     FROM claimed
     UNION ALL
-    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, true, false, NULL, NULL
+    SELECT decided.job_id, NULL, NULL, NULL, NULL, NULL, true, 0, NULL, NULL, true, decided.rated, false, NULL, NULL
     FROM decided
     WHERE decided.no_slot
 ) AS answer
 ORDER BY no_slot, priority DESC, was_due, id;
 
+-- name: wanted_any
+-- The queues the claim takes jobs of (WANTED in the claim): any.
+wanted_queues AS MATERIALIZED (SELECT NULL::text[] AS names)
+
 -- name: pick_any
--- The claim's pick of any queue: the ORDER BY matches jobs_claim_idx, so this is an index scan however many rows
--- are finished.
-wanted_queues AS MATERIALIZED (SELECT NULL::text[] AS names),
+-- The claim's pick of pending jobs of any queue (PICK in the claim): the ORDER BY matches jobs_claim_idx, so this
+-- is an index scan however many rows are finished.
 picked_pending AS (
     SELECT id, task, queue, priority, run_at
     FROM pgqueue.jobs, paused
@@ -230,10 +244,14 @@ picked_pending AS (
     FOR UPDATE OF jobs SKIP LOCKED
 )
 
+-- name: wanted_from_queues
+-- The queues the claim takes jobs of (WANTED in the claim): the named ones.
+wanted_queues AS MATERIALIZED (SELECT %(queues)s::text[] AS names)
+
 -- name: pick_from_queues
--- The claim's pick of named queues: one index scan of jobs_queue_claim_idx per queue that is not paused,
--- then the best `limit` of those candidates (the others are unlocked when the statement ends).
-wanted_queues AS MATERIALIZED (SELECT %(queues)s::text[] AS names),
+-- The claim's pick of pending jobs of named queues (PICK in the claim): one index scan of jobs_queue_claim_idx per
+-- queue that is not paused, then the best `limit` of those candidates (the others are unlocked when the statement
+-- ends).
 picked_pending AS (
     SELECT candidate.id, candidate.task, wanted.queue, candidate.priority, candidate.run_at
     FROM wanted_queues

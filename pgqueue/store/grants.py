@@ -119,6 +119,9 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     # The previous release's claim function, kept for its workers during a rolling deploy (migration 0014).
     Grant(("EXECUTE",), "FUNCTION", "grant_slots", argument_types=("bigint[]", "bigint[]")),
     Grant(("EXECUTE",), "FUNCTION", "job_limit_keys", argument_types=("bigint[]",)),
+    # A key's slots in stripes (migration 0016): the slots of each stripe and the jobs running in it.
+    Grant(("EXECUTE",), "FUNCTION", "stripe_slots", argument_types=("integer", "integer")),
+    Grant(("EXECUTE",), "FUNCTION", "stripe_running", argument_types=("text", "text", "text", "jsonb", "bigint[]")),
     # Rate limits (migration 0014): the claim counts, adds and drops the starts in each window; maintenance prunes.
     Grant(("EXECUTE",), "FUNCTION", "job_rate_keys", argument_types=("bigint[]",)),
     Grant(("SELECT", "INSERT", "DELETE"), "TABLE", "rate_starts"),

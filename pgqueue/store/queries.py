@@ -68,17 +68,21 @@ def _finishing_nothing(statement: LiteralString) -> LiteralString:
     return cast(LiteralString, f"{nothing},\n{statement.removeprefix('WITH ')}")
 
 
-def _picking(claim: LiteralString, pick: LiteralString) -> LiteralString:
-    """The claim with its pick of pending jobs (of any queue, or of named queues) in place of its PICK line: the
-    two claims differ only there."""
-    marker = "\nPICK,\n"
-    assert claim.count(marker) == 1, "the claim has one PICK line"
-    return cast(LiteralString, claim.replace(marker, f"\n{pick},\n"))
+def _picking(claim: LiteralString, wanted: LiteralString, pick: LiteralString) -> LiteralString:
+    """The claim with the queues it takes jobs of and its pick of pending jobs (of any queue, or of named queues)
+    in place of its WANTED and PICK lines: the two claims differ only there."""
+    composed = str(claim)
+    for marker, part in (("\nWANTED,\n", wanted), ("\nPICK,\n", pick)):
+        assert composed.count(marker) == 1, f"the claim has one {marker.strip()} line"
+        composed = composed.replace(marker, f"\n{part},\n")
+    return cast(LiteralString, composed)
 
 
 QUERIES: dict[str, LiteralString] = load()
-QUERIES["claim_from_queues"] = _picking(QUERIES["claim"], QUERIES.pop("pick_from_queues"))
-QUERIES["claim"] = _picking(QUERIES["claim"], QUERIES.pop("pick_any"))
+QUERIES["claim_from_queues"] = _picking(
+    QUERIES["claim"], QUERIES.pop("wanted_from_queues"), QUERIES.pop("pick_from_queues")
+)
+QUERIES["claim"] = _picking(QUERIES["claim"], QUERIES.pop("wanted_any"), QUERIES.pop("pick_any"))
 # Data-modifying CTEs always run to completion, read or not.
 QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
 QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])

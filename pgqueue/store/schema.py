@@ -18,6 +18,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     func,
@@ -56,7 +57,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 # The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
 # behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
 # as migrations only add what older code does not read.
-REVISION = "0015"
+REVISION = "0016"
 
 metadata = MetaData(schema=SCHEMA)
 # The documented views over `jobs` (migration 0011, plain SQL: not part of the metadata).
@@ -107,6 +108,7 @@ jobs = Table(
     Column("dedup_key", Text, comment="at most one pending or running job per key"),
     Column("schedule", Text, comment="the periodic schedule that produced the job"),
     Column("limit_keys", ARRAY(Text), comment="the limit slots the running job holds"),
+    Column("limit_stripe", SmallInteger, comment="the limit stripe (0-3) the running job's slots are in"),  # 0016
     Column("held_by", Text, comment="the full limit key that holds the job back"),
     Column("deferred_by", Text, comment="the rate key whose window moved run_at"),  # migration 0014
     Column("snoozes", Integer, nullable=False, server_default="0", comment="times its handler snoozed"),

@@ -57,13 +57,15 @@ class Producer:
         self._burst_rescued = False  # a burst worker rescues once before it decides it is done
         self._burst_written = 0  # outcomes written when a burst worker last found nothing to claim
         self._parked_held = False  # a claim of ours parked held jobs since maintenance last looked
-        # A claim left rate-limited jobs unclaimed for want of a free slot here: claim again when one frees.
+        # Claim again as soon as one of our slots frees: a claim left limited jobs unclaimed for want of a free slot
+        # here (no_slot), or met a concurrency limit (the slots our completions free go to held jobs only in the
+        # claim that writes those completions, so writing them alone would leave the slots idle).
         self._claim_when_free = False
-        # Limited jobs are next in line: claim only for free slots, until a claim finds none of them. Rate-limited
-        # jobs are never claimed ahead (a claim for more would lock rows only to leave them); jobs under a
-        # concurrency limit could be, but each one claimed beyond the slots the limit has free is parked as held,
-        # to be claimed again when a slot frees: a claim of hundreds would park hundreds.
-        self._limited_next = False
+        # Claim only for free slots while the jobs next in line are rate-limited (a start is counted only for a
+        # handler about to run, so a claim for more would lock rows only to leave them) or under a concurrency
+        # limit that a claim found full (the same: each job claimed ahead of a full limit is left pending). Jobs
+        # under a limit with slots to spare are claimed ahead like any other, each taking a slot (migration 0016).
+        self._no_claim_ahead = False
 
     def take_parked_held(self) -> bool:
         """Whether a claim of ours parked held jobs since the last call (maintenance's cue to look at them)."""
@@ -157,7 +159,7 @@ class Producer:
         # Jobs a limit held back (parked by a concurrency limit, moved on by a rate) count towards a full batch
         # (there may be unlimited jobs behind them) but are not ours to run.
         self.prefetched.extend(job for job in claimed if not job.held)
-        no_slot = rated = slotted = False
+        no_slot = rated = slotted = parked = False
         for job in claimed:  # one pass over the batch: what the limits said of each job
             rated = rated or job.rated
             slotted = slotted or job.slotted
@@ -166,11 +168,11 @@ class Producer:
             elif job.due_at is not None:
                 self.note_due(job.due_at)  # a rate's next start: this worker looks again then
             elif job.held:
-                self._parked_held = True
-        self._limited_next = rated or slotted
+                self._parked_held = parked = True
+        self._no_claim_ahead = rated or no_slot or (parked and slotted)
         self.start_prefetched()
         if no_slot:
-            # Rate-limited jobs wait for a free slot here, not in memory: the next claim when a slot frees. (Claiming
+            # Limited jobs wait for a free slot here, not in memory: the next claim when a slot frees. (Claiming
             # again now would find them again, and again.)
             self._claim_when_free = True
             return False
@@ -243,7 +245,7 @@ class Producer:
             slots.start(self.prefetched.popleft())
 
     def _prefetch_room(self) -> int:
-        if self._limited_next:
+        if self._no_claim_ahead:
             return 0
         return prefetch_room(
             job_seconds=self._slots.job_seconds,

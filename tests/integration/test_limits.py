@@ -299,3 +299,71 @@ def test_held_in_line_takes_the_index_in_claim_order_whatever_the_statistics(db:
     assert "Index Scan using jobs_held_idx" in inner and "Sort" not in inner, inner
     # PostgreSQL 18 prints actual rows with two decimals (rows=3.00), earlier versions as an integer.
     assert re.search(r"actual time=\S+ rows=3(\.00)? ", inner.split("Index Scan using jobs_held_idx")[1]), inner
+
+
+CLAIM_PARAMS = {"worker_id": "w", "lease": "30 seconds"}
+
+
+def _claim(conn: psycopg.Connection, limit: int, free: int) -> list[tuple]:
+    """The claim as a worker with `free` free slots sends it, for up to `limit` jobs (the rest claimed ahead)."""
+    from pgqueue.store.queries import QUERIES
+
+    return conn.execute(QUERIES["claim"], {**CLAIM_PARAMS, "limit": limit, "free": free}).fetchall()
+
+
+def _count(db: psycopg.Connection, status: str) -> int:
+    return db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = %s", (status,)).fetchone()[0]
+
+
+def test_two_claims_of_one_key_do_not_wait_for_each_other_and_stay_exact(dsn: str, db: psycopg.Connection) -> None:
+    """A claim still in flight holds one stripe of the key (2 of its 8 slots): a second claim skips that stripe
+    instead of waiting for it (a wait would hit lock_timeout), takes the other stripes' 6 slots and holds the
+    rest; once both commit, exactly 8 run."""
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 8)")
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 16)")
+    with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
+        assert len(_claim(first, 2, 2)) == 2  # its transaction stays open: its stripe stays locked
+        second.execute("SET lock_timeout = '500ms'")
+        claimed = _claim(second, 10, 10)
+        running = [row for row in claimed if not row[6]]  # column 6: held
+        assert (len(running), len(claimed) - len(running)) == (6, 4)
+        first.commit()
+    assert (_count(db, "running"), _count(db, "held"), _count(db, "pending")) == (8, 4, 4)
+    stripes = db.execute(
+        "SELECT limit_stripe, count(*) FROM pgqueue.jobs WHERE status = 'running' GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert stripes == [(0, 2), (1, 2), (2, 2), (3, 2)]
+
+
+def test_a_running_job_of_no_stripe_counts_in_every_stripe(db: psycopg.Connection) -> None:
+    """A job set running without a stripe (by a release before stripes, or by hand) may be in any of them: each
+    stripe counts it, so the limit can never be exceeded around it. A limit of 4 (one slot per stripe) with such a
+    job running grants nothing until it ends."""
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 4)")
+    db.execute(
+        "INSERT INTO pgqueue.jobs (task, status, attempts, worker_id, lease_expires_at, limit_keys) "
+        "VALUES ('a', 'running', 1, 'old', now() + interval '1 hour', ARRAY['[\"task:a\"]'])"
+    )
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 5)")
+    claimed = _claim(db, 5, 5)
+    assert [row[6] for row in claimed] == [True] * 5
+    assert (_count(db, "running"), _count(db, "held")) == (1, 5)
+    db.execute("UPDATE pgqueue.jobs SET status = 'completed', finished_at = now() WHERE worker_id = 'old'")
+    db.execute("UPDATE pgqueue.jobs SET status = 'pending', held_by = NULL WHERE status = 'held'")
+    assert [row[6] for row in _claim(db, 5, 5)] == [False] * 4 + [True]
+
+
+def test_a_limited_job_claimed_ahead_is_left_pending_when_no_slot_is_free(db: psycopg.Connection) -> None:
+    """One slot of the limit's 3 is free. A worker with 1 free slot claims 5: the first job takes both (its slot
+    and the limit's); the 4 it would only hold in memory find the limit full and are left pending, untouched,
+    coming back as no_slot rows: nothing parked that a worker with a free slot could take."""
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 3)")
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 2)")
+    assert len(_claim(db, 2, 2)) == 2
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 5)")
+    claimed = _claim(db, 5, 1)
+    no_slot = [row for row in claimed if row[10]]  # column 10: no_slot
+    assert (len(claimed), len(no_slot)) == (5, 4)
+    assert (_count(db, "running"), _count(db, "held"), _count(db, "pending")) == (3, 0, 4)
+    unspent = db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'pending' AND attempts = 0").fetchone()
+    assert unspent == (4,)

@@ -31,7 +31,7 @@ def test_every_table_is_covered() -> None:
     assert app_tables == {"jobs", "job_dependencies", "alembic_version"}
     base = {"pgqueue", "pgqueue.reserve_job_ids(integer)"}
     assert {g.object_name for g in grants.APP_GRANTS if g.kind != "TABLE"} == base
-    # The claim's concurrency and rate limits (migrations 0008, 0014 and 0015) run these.
+    # The claim's concurrency and rate limits (migrations 0008, 0014, 0015 and 0016) run these.
     assert {g.object_name for g in grants.WORKER_GRANTS if g.kind != "TABLE"} == base | {
         "pgqueue.grant_limits(bigint[], integer[], bigint[], integer)",
         "pgqueue.grant_slots(bigint[], bigint[])",
@@ -40,4 +40,6 @@ def test_every_table_is_covered() -> None:
         "pgqueue.job_rate_keys(bigint[])",
         "pgqueue.limit_of(text)",
         "pgqueue.rate_text(integer, interval)",
+        "pgqueue.stripe_running(text, text, text, jsonb, bigint[])",
+        "pgqueue.stripe_slots(integer, integer)",
     }
