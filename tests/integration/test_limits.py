@@ -335,14 +335,16 @@ def test_two_claims_of_one_key_do_not_wait_for_each_other_and_stay_exact(dsn: st
     assert stripes == [(0, 2), (1, 2), (2, 2), (3, 2)]
 
 
-def test_a_running_job_of_no_stripe_counts_in_every_stripe(db: psycopg.Connection) -> None:
+@pytest.mark.parametrize("stripe", [None, 99, -1], ids=["no stripe", "stripe 99", "stripe -1"])
+def test_a_running_job_of_no_stripe_counts_in_every_stripe(db: psycopg.Connection, stripe: int | None) -> None:
     """A job set running without a stripe (by a release before stripes, or by hand) may be in any of them: each
-    stripe counts it, so the limit can never be exceeded around it. A limit of 4 (one slot per stripe) with such a
-    job running grants nothing until it ends."""
+    stripe counts it, so the limit can never be exceeded around it; so does a hand-edited stripe out of range. A
+    limit of 4 (one slot per stripe) with such a job running grants nothing until it ends."""
     db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 4)")
     db.execute(
-        "INSERT INTO pgqueue.jobs (task, status, attempts, worker_id, lease_expires_at, limit_keys) "
-        "VALUES ('a', 'running', 1, 'old', now() + interval '1 hour', ARRAY['[\"task:a\"]'])"
+        "INSERT INTO pgqueue.jobs (task, status, attempts, worker_id, lease_expires_at, limit_keys, limit_stripe) "
+        "VALUES ('a', 'running', 1, 'old', now() + interval '1 hour', ARRAY['[\"task:a\"]'], %s)",
+        (stripe,),
     )
     db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 5)")
     claimed = _claim(db, 5, 5)
