@@ -169,7 +169,8 @@ class Producer:
                 self.note_due(job.due_at)  # a rate's next start: this worker looks again then
             elif job.held:
                 self._parked_held = parked = True
-        self._no_claim_ahead = rated or no_slot or (parked and slotted)
+        # A parked job (held, with no due time) was held for a concurrency slot: that limit is full.
+        self._no_claim_ahead = rated or no_slot or parked
         self.start_prefetched()
         if no_slot:
             # Limited jobs wait for a free slot here, not in memory: the next claim when a slot frees. (Claiming

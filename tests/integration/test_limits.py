@@ -369,3 +369,33 @@ def test_a_limited_job_claimed_ahead_is_left_pending_when_no_slot_is_free(db: ps
     assert (_count(db, "running"), _count(db, "held"), _count(db, "pending")) == (3, 0, 4)
     unspent = db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'pending' AND attempts = 0").fetchone()
     assert unspent == (4,)
+
+
+def test_held_jobs_taken_for_freed_slots_count_towards_the_claims_limit(db: psycopg.Connection) -> None:
+    """The claim that completes the job holding the only slot, for 1 job, takes the held job next in line and
+    nothing more: the pending job behind it is left pending (untouched, unspent), not picked only to be parked."""
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
+    first, second = (row[0] for row in db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('a') RETURNING id"))
+    assert _claim_with_acks(db, "w", []) == [(first, "a", False), (second, "a", True)]
+    (third,) = db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a') RETURNING id").fetchone()
+    from datetime import timedelta
+
+    from pgqueue.store import statements
+    from pgqueue.store.run import fetch
+
+    query = statements.record_outcomes_and_claim(
+        worker_id="w", limit=1, lease=timedelta(seconds=30), queues=None, completed=[(first, 1, None)]
+    )
+    assert [(job.id, job.held) for job in fetch(db, query)] == [(second, False)]
+    assert _statuses(db) == {first: "completed", second: "running", third: "pending"}
+    assert db.execute("SELECT attempts FROM pgqueue.jobs WHERE id = %s", (third,)).fetchone() == (0,)
+
+
+def test_a_no_slot_row_of_a_concurrency_limit_is_not_reported_rate_limited(db: psycopg.Connection) -> None:
+    """A job left pending for want of a slot under a concurrency limit says so (no_slot) without claiming to be
+    rate-limited: `rated` is the job's own."""
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 3)")
+    claimed = _claim(db, 3, 1)
+    no_slot = [row for row in claimed if row[10]]  # column 10: no_slot, 11: rated
+    assert len(no_slot) == 2 and all(row[11] is False for row in no_slot)
