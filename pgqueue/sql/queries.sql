@@ -233,15 +233,12 @@ ORDER BY no_slot, priority DESC, was_due, id;
 wanted_queues AS MATERIALIZED (SELECT NULL::text[] AS names)
 
 -- name: pick_any
--- The claim's pick of pending jobs of any queue (PICK in the claim): the ORDER BY matches jobs_claim_idx, so this
--- is an index scan however many rows are finished.
+-- The claim's pick of pending jobs of any queue (PICK in the claim): pgqueue.pending_in_line (migration 0017) walks
+-- jobs_claim_idx in claim order and stops at `limit`, however many rows are finished and whatever the statistics.
 picked_pending AS (
-    SELECT id, task, queue, priority, run_at
-    FROM pgqueue.jobs, paused
-    WHERE status = 'pending' AND run_at <= now() AND queue <> ALL(paused.queues)
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE OF jobs SKIP LOCKED
+    SELECT line.id, line.task, line.queue, line.priority, line.run_at
+    FROM paused
+    CROSS JOIN LATERAL pgqueue.pending_in_line(%(limit)s, paused.queues) AS line
 )
 
 -- name: wanted_from_queues
@@ -249,22 +246,15 @@ picked_pending AS (
 wanted_queues AS MATERIALIZED (SELECT %(queues)s::text[] AS names)
 
 -- name: pick_from_queues
--- The claim's pick of pending jobs of named queues (PICK in the claim): one index scan of jobs_queue_claim_idx per
--- queue that is not paused, then the best `limit` of those candidates (the others are unlocked when the statement
--- ends).
+-- The claim's pick of pending jobs of named queues (PICK in the claim): one walk of jobs_queue_claim_idx per queue
+-- that is not paused (pgqueue.queue_pending_in_line, migration 0017), then the best `limit` of those candidates
+-- (the others are unlocked when the statement ends).
 picked_pending AS (
     SELECT candidate.id, candidate.task, wanted.queue, candidate.priority, candidate.run_at
     FROM wanted_queues
     CROSS JOIN unnest(wanted_queues.names) AS wanted(queue)
     CROSS JOIN paused
-    CROSS JOIN LATERAL (
-        SELECT id, task, priority, run_at
-        FROM pgqueue.jobs
-        WHERE queue = wanted.queue AND status = 'pending' AND run_at <= now()
-        ORDER BY priority DESC, run_at, id
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ) AS candidate
+    CROSS JOIN LATERAL pgqueue.queue_pending_in_line(wanted.queue, %(limit)s) AS candidate
     WHERE wanted.queue <> ALL(paused.queues)
     ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
     LIMIT %(limit)s

@@ -114,6 +114,9 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     # limit`. (Pausing a queue stays an owner's action, as before: the worker role only reads pgqueue.queues.)
     Grant(("SELECT", "INSERT", "UPDATE", "DELETE"), "TABLE", "limits"),
     Grant(("EXECUTE",), "FUNCTION", "grant_limits", argument_types=("bigint[]", "integer[]", "bigint[]", "integer")),
+    # The claim's pick of pending jobs, planned alike whatever the statistics (migration 0017).
+    Grant(("EXECUTE",), "FUNCTION", "pending_in_line", argument_types=("integer", "text[]")),
+    Grant(("EXECUTE",), "FUNCTION", "queue_pending_in_line", argument_types=("text", "integer")),
     # The held jobs a claim hands the slots its completions free (migration 0015).
     Grant(("EXECUTE",), "FUNCTION", "held_in_line", argument_types=("text", "integer", "text[]", "text[]")),
     # The previous release's claim function, kept for its workers during a rolling deploy (migration 0014).
