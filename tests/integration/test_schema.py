@@ -112,6 +112,75 @@ def test_claim_walks_the_partial_index_whatever_the_statistics(db: psycopg.Conne
         assert "Seq Scan on jobs" not in claim, claim
 
 
+def test_acks_read_the_running_jobs_once_whatever_the_statistics(db: psycopg.Connection) -> None:
+    """The acks of the same fresh install: with statistics that know no job, the planner expected one running
+    job of the worker and, with the batch joined as a table, looped over the whole batch once per running job
+    (loops=512: 26.6 ms for an ack of 115, 47 ms for a failure batch). Each batch statement is one scan of the
+    table, its arrays looked up by position: no node of its plan runs more than once, and it writes exactly the
+    batch's jobs with their own values."""
+    db.execute("DELETE FROM pg_statistic WHERE starelid = 'pgqueue.jobs'::regclass")
+    db.execute("VACUUM ANALYZE pgqueue.jobs")
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'todo' FROM generate_series(1, 50000)")
+    db.execute(
+        "UPDATE pgqueue.jobs SET status = 'running', worker_id = 'w', attempts = 1, "
+        "lease_expires_at = now() + interval '1 minute' WHERE id IN (SELECT id FROM pgqueue.jobs ORDER BY id LIMIT 512)"
+    )
+    running = [row[0] for row in db.execute("SELECT id FROM pgqueue.jobs WHERE status = 'running' ORDER BY id")]
+    batch = running[100:215][::-1]  # 115 of them, not in table order, so that a mix-up of positions shows
+    count = len(batch)
+    stale = running[300]  # in the batch with an old attempt number: a late ack, left alone
+    ids, attempts = [*batch, stale], [1] * count + [0]
+    cases: list[tuple[str, dict[str, object], str]] = [
+        ("record_starts", {"started_ids": ids, "started_attempts": attempts, "worker_id": "w"}, "started_at"),
+        (
+            "complete_jobs",
+            {"ids": ids, "attempts": attempts, "results": [f'{{"n": {i}}}' for i in ids], "worker_id": "w"},
+            "result ->> 'n'",
+        ),
+        (
+            "fail_jobs",
+            {
+                "ids": ids,
+                "attempts": attempts,
+                "retry": [i % 2 == 0 for i in ids],
+                "delays": ["1 hour"] * len(ids),
+                "errors": [f"e{i}" for i in ids],
+                "tracebacks": [None] * len(ids),
+                "trace_ids": [None] * len(ids),
+                "worker_id": "w",
+            },
+            "error",
+        ),
+        (
+            "snooze_jobs",
+            {"ids": ids, "attempts": attempts, "delays": ["1 hour"] * len(ids), "worker_id": "w"},
+            "snoozes",
+        ),
+    ]
+    for name, params, written in cases:
+        with db.transaction():
+            plan = "\n".join(row[0] for row in db.execute(f"EXPLAIN (ANALYZE, COSTS off) {QUERIES[name]}", params))
+            raise psycopg.Rollback()
+        assert set(re.findall(r"loops=(\d+)", plan)) == {"1"}, plan
+        with db.transaction():
+            db.execute(QUERIES[name], params)
+            rows = db.execute(f"SELECT id, {written}, status FROM pgqueue.jobs WHERE id = ANY(%s)", [ids]).fetchall()
+            raise psycopg.Rollback()
+        by_id = {row[0]: row[1:] for row in rows}
+        untouched = 0 if name == "snooze_jobs" else None  # the stale job's column as it was: snoozes is 0, not NULL
+        assert by_id[stale] == (untouched, "running"), name
+        for job_id in batch:
+            value, status = by_id[job_id]
+            if name == "record_starts":
+                assert value is not None and status == "running"
+            elif name == "complete_jobs":
+                assert (value, status) == (str(job_id), "completed")
+            elif name == "fail_jobs":
+                assert (value, status) == (f"e{job_id}", "pending" if job_id % 2 == 0 else "failed")
+            else:
+                assert (value, status) == (1, "pending")
+
+
 @pytest.mark.timeout(300)
 def test_wheel_ships_migrations(tmp_path: Path) -> None:
     result = subprocess.run(
