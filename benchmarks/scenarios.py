@@ -124,14 +124,19 @@ def enqueue_bulk(ctx: Context) -> dict[str, Any]:
 
 
 def drain_once(ctx: Context, jobs: int, processes: int, concurrency: int, preload: int = 0) -> dict[str, Any]:
+    """Every worker process started, connected and idle first; then the backlog, committed at once (one bulk
+    enqueue), drained. Measured from the first job's start to the last one's end: the drain of warm processes,
+    not their start-up (which `history` measures on its own)."""
     with _connect(ctx) as conn:
         _fresh(ctx, conn, preload)
-        _enqueue_many(ctx, range(jobs))
-        conn.execute("ANALYZE")
-        transactions = ctx.server.transactions(ctx.dbname)
         with Workers(ctx.target, ctx.dsn, processes, concurrency, ctx.log) as workers:
+            workers.wait_ready()
+            cpu_before = _cpu_seconds(workers.pids())
+            _enqueue_many(ctx, range(jobs))
+            transactions = ctx.server.transactions(ctx.dbname)
             finished, polls = _wait_drained(ctx, conn, workers, timeout=max(120.0, jobs / 50))
-            cpu = _cpu_seconds(workers.pids())
+            cpu_after = _cpu_seconds(workers.pids())
+            cpu = cpu_after - cpu_before if cpu_after is not None and cpu_before is not None else None
         transactions = ctx.server.transactions(ctx.dbname) - transactions - polls
         records = _check(ctx, conn, jobs, f"drain of {jobs} ({processes} x {concurrency})")
     seconds = finished - records.first_start

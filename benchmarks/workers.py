@@ -25,8 +25,11 @@ class Workers:
         self.log = log
         self.popens: list[subprocess.Popen[bytes]] = []
         self._log_file: IO[bytes] | None = None
+        self._connections_before = 0  # the database's client connections before the workers started
 
     def start(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            self._connections_before = _client_connections(conn)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = self.log.open("ab")
         header = f"--- {self.target.name} processes={self.processes} concurrency={self.concurrency}\n"
@@ -49,7 +52,9 @@ class Workers:
         return [p.pid for p in self.popens]
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until the workers have run a warm-up job (n < 0, left out of every check) and gone idle again."""
+        """Until every process is connected, the workers have run a warm-up job (n < 0, left out of every check)
+        and gone idle again."""
+        self._wait_connected(timeout)
 
         async def warm_up() -> None:
             async with self.target.client(self.dsn) as client:
@@ -62,6 +67,25 @@ class Workers:
                 raise RuntimeError(f"{self.target.name} workers did not run a job within {timeout:.0f} s")
         self.check_alive()
         time.sleep(1.0)
+
+    def _wait_connected(self, timeout: float) -> None:
+        """Until the database has at least one client connection more per worker process than before they
+        started, and their count has not changed for a second: every process has started and connected. One
+        process running the warm-up job says nothing of the others, which may still be importing: Python's
+        start-up is about half a second of CPU per process, and on a 2-core box seven of them starting would
+        be measured as part of an 8-process drain."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + timeout
+            seen, since = -1, time.monotonic()
+            while time.monotonic() < deadline:
+                count = _client_connections(conn)
+                if count != seen:
+                    seen, since = count, time.monotonic()
+                elif count >= self._connections_before + self.processes and time.monotonic() - since >= 1.0:
+                    return
+                self.check_alive()
+                time.sleep(0.05)
+        raise RuntimeError(f"{self.target.name}: {self.processes} worker processes not connected in {timeout:.0f} s")
 
     def check_alive(self) -> None:
         for popen in self.popens:
@@ -91,3 +115,12 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _client_connections(conn: psycopg.Connection[tuple[int]]) -> int:
+    """Client connections to the database, other than `conn` itself."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    ).fetchone()
+    return int(row[0]) if row else 0
