@@ -57,7 +57,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 # The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
 # behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
 # as migrations only add what older code does not read.
-REVISION = "0017"
+REVISION = "0018"
 
 metadata = MetaData(schema=SCHEMA)
 # The documented views over `jobs` (migration 0011, plain SQL: not part of the metadata).
@@ -138,7 +138,8 @@ jobs = Table(
         "id",
         postgresql_where=text("status = 'pending'"),
     ),
-    Index("jobs_lease_idx", "lease_expires_at", postgresql_where=text("status = 'running'")),
+    # Running jobs by the worker that holds them: its acks read its own jobs, not every worker's (migration 0018).
+    Index("jobs_lease_idx", "worker_id", "lease_expires_at", postgresql_where=text("status = 'running'")),
     Index(
         "jobs_dedup_key_idx",
         "dedup_key",
