@@ -16,8 +16,9 @@ claimed, for a free slot (`start`). Per job the stages are:
     start        rows back -> the handler's first line (a slot's wait included)
     total        enqueue call -> the handler's first line
 
-It also samples the worker's event loop every millisecond and prints its stalls (a wake-up later than 2 ms):
-a stall that overlaps a pick-up shows up in that job's `wake` or `start`. Clocks: CLOCK_MONOTONIC, shared by
+It also samples the worker's event loop every millisecond and prints its stalls (a wake-up later than 2 ms),
+and the garbage collector's pauses by generation: a stall that overlaps a pick-up shows up in that job's `wake`
+or `start`. Clocks: CLOCK_MONOTONIC, shared by
 all processes of the machine. This is a diagnostic, not a contest: run it on a quiet machine.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -59,7 +61,17 @@ def run_worker(dsn: str, out: Path) -> None:
     from pgqueue.worker.listener import Listener
     from pgqueue.worker.worker import Worker
 
-    stamps: dict[str, list[Any]] = {"heard": [], "claims": [], "starts": [], "stalls": []}
+    stamps: dict[str, list[Any]] = {"heard": [], "claims": [], "starts": [], "stalls": [], "collections": []}
+    collecting: dict[str, float] = {}
+
+    def timed_collection(phase: str, info: dict[str, int]) -> None:
+        # The cyclic garbage collector stops the event loop while it runs: one cause of a stall, told apart here.
+        if phase == "start":
+            collecting["since"] = time.monotonic()
+        elif "since" in collecting:
+            stamps["collections"].append((info["generation"], time.monotonic() - collecting.pop("since")))
+
+    gc.callbacks.append(timed_collection)
     heard = Listener._heard
     flush_and_claim = Completer.flush_and_claim
 
@@ -202,6 +214,14 @@ def main() -> None:
     span = options.jobs / options.batch * options.gap
     print(f"event-loop stalls over {STALL * 1000:g} ms: {len(stalls)} in {span:.0f} s", end="")
     print(f", longest {max(stalls):.1f} ms" if stalls else "")
+    collections = stamps["collections"]
+    for generation in (0, 1, 2):
+        pauses = [seconds * 1000 for gen, seconds in collections if gen == generation]
+        if pauses:
+            print(
+                f"garbage collections of generation {generation}: {len(pauses)}, {sum(pauses):.1f} ms in all, "
+                f"longest {max(pauses):.2f} ms"
+            )
 
 
 if __name__ == "__main__":
