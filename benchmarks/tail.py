@@ -1,7 +1,7 @@
 """Where an idle worker's pick-up time goes: per-stage timestamps of each job, from the enqueue call to the
 handler's first line.
 
-    .venv/bin/python benchmarks/tail.py [--dsn DSN] [--jobs 200] [--gap 0.05] [--batch 1]
+    .venv/bin/python benchmarks/tail.py [--dsn DSN] [--jobs 200] [--gap 0.05] [--batch 1] [--history 0]
 
 One worker process (the same Worker that `pgqueue work` runs) is started with its listener and claim calls
 wrapped to stamp the time; the orchestrator enqueues `--batch` jobs at a time (one statement), `--gap` seconds
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--gap", type=float, default=0.05, help="seconds between enqueues")
     parser.add_argument("--batch", type=int, default=1, help="jobs per enqueue (one statement)")
+    parser.add_argument("--history", type=int, default=0, help="finished jobs in the table before the run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run the worker side, stamps to this file
     options = parser.parse_args()
     if options.worker:
@@ -167,6 +168,15 @@ def main() -> None:
     worker: subprocess.Popen[bytes] | None = None
     try:
         migrate.upgrade(dsn)
+        if options.history:
+            # A deployment's table rather than a fresh one: its finished jobs kept, and statistics that know them.
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(
+                    "INSERT INTO pgqueue.jobs (task, args, status, attempts, started_at, finished_at) "
+                    "SELECT 'stamp', '{}', 'completed', 1, now(), now() FROM generate_series(1, %s)",
+                    [options.history],
+                )
+                conn.execute("VACUUM ANALYZE pgqueue.jobs")
         worker = subprocess.Popen([sys.executable, __file__, "--dsn", dsn, "--worker", str(out)], cwd=ROOT)
         queue = Queue(dsn)
         queue.task(name="stamp")(lambda n: None)
@@ -214,6 +224,12 @@ def main() -> None:
     span = options.jobs / options.batch * options.gap
     print(f"event-loop stalls over {STALL * 1000:g} ms: {len(stalls)} in {span:.0f} s", end="")
     print(f", longest {max(stalls):.1f} ms" if stalls else "")
+    counts = [count for _, _, count in stamps["claims"]]
+    if counts:
+        print(
+            f"claims: {len(counts)}, {sum(1 for count in counts if not count)} of them empty, "
+            f"{sum(counts) / max(1, sum(1 for count in counts if count)):.1f} jobs per claim that took any"
+        )
     collections = stamps["collections"]
     for generation in (0, 1, 2):
         pauses = [seconds * 1000 for gen, seconds in collections if gen == generation]
