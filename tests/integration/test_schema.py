@@ -58,6 +58,26 @@ def test_upgrade_twice_and_downgrade(empty_dsn: str) -> None:
         assert conn.execute("SELECT to_regclass('pgqueue.jobs')").fetchone()[0] is None
 
 
+def test_the_worker_led_lease_index_made_beforehand_is_kept(empty_dsn: str) -> None:
+    """Migration 0018 rebuilds jobs_lease_idx inside its transaction, holding off writes on a big table. Its
+    docstring says how to make the index beforehand without that (CREATE INDEX CONCURRENTLY, then rename); the
+    migration must then keep that index, not drop and build it again."""
+    migrate.upgrade(empty_dsn, "0017")
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE INDEX CONCURRENTLY jobs_lease_new_idx ON pgqueue.jobs (worker_id, lease_expires_at) "
+            "WHERE status = 'running'"
+        )
+        conn.execute("DROP INDEX pgqueue.jobs_lease_idx")
+        conn.execute("ALTER INDEX pgqueue.jobs_lease_new_idx RENAME TO jobs_lease_idx")
+        made = conn.execute("SELECT 'pgqueue.jobs_lease_idx'::regclass::oid").fetchone()[0]
+        migrate.upgrade(empty_dsn)
+        assert conn.execute("SELECT 'pgqueue.jobs_lease_idx'::regclass::oid").fetchone()[0] == made
+        migrate.downgrade(empty_dsn, "0017")
+        definition = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_lease_idx'").fetchone()[0]
+        assert "(lease_expires_at)" in definition and "worker_id" not in definition, definition
+
+
 def test_upgrade_keeps_jobs_and_the_rules_hold_for_hand_written_sql(empty_dsn: str) -> None:
     """0001 had table CHECK constraints, 0002 domains: the rows survive the upgrade and the same rules hold."""
     migrate.upgrade(empty_dsn, "0001")
