@@ -18,8 +18,9 @@ claimed, for a free slot (`start`). Per job the stages are:
 
 It also samples the worker's event loop every millisecond and prints its stalls (a wake-up later than 2 ms),
 and the garbage collector's pauses by generation: a stall that overlaps a pick-up shows up in that job's `wake`
-or `start`. Clocks: CLOCK_MONOTONIC, shared by
-all processes of the machine. This is a diagnostic, not a contest: run it on a quiet machine.
+or `start`. `--history` first fills the table with finished jobs (analyzed), as a deployment's table is rather
+than a fresh one. Clocks: CLOCK_MONOTONIC, shared by all processes of the machine. This is a diagnostic, not a
+contest: run it on a quiet machine.
 """
 
 from __future__ import annotations

@@ -276,11 +276,12 @@ WHERE job.id = ANY(%(started_ids)s::bigint[])
 -- Batched acknowledgement. The attempt and worker checks make a late ack of a job that was
 -- rescued, cancelled or handed back a no-op instead of overwriting the newer state. A busy worker
 -- runs it as the first CTE of its next claim (complete_and_claim*, composed in store/queries.py).
--- The ids, attempts and results are parallel arrays; a job's own are found at its id's position. They are not
--- joined as a table (FROM unnest(...)) on purpose: on a table analyzed while nearly empty (a fresh install)
--- the planner expected one running job of this worker and looped over the whole batch once per running job,
--- 26.6 ms for an ack of 115 beside 512 running; as one scan of the table with the ids as a filter, whichever
--- index the statistics pick, the worst is one read of the running jobs: 1.9 ms.
+-- The ids, attempts and results are parallel arrays; a job's own are found at its id's position (one attempt per
+-- job: statements.latest_attempts). They are not joined as a table (FROM unnest(...)) on purpose: on a table
+-- analyzed while nearly empty (a fresh install) the planner expected one running job of this worker and looped
+-- over the whole batch once per running job, 26.6 ms for an ack of 115 beside 512 running; as one scan of the
+-- table with the ids as a filter, whichever index the statistics pick, the worst is one read of this worker's
+-- running jobs (jobs_lease_idx leads with the worker, migration 0018): 2.5 ms.
 UPDATE pgqueue.jobs AS job
 SET status = 'completed',
     started_at = coalesce(job.started_at, now()),

@@ -21,6 +21,7 @@ from pgqueue.store.queries import QUERIES
 from pgqueue.store.rows import Attempt
 
 R = TypeVar("R")
+T = TypeVar("T")
 SqlText = LiteralString | sql.Composable
 
 
@@ -103,16 +104,34 @@ def copy_jobs(table_rows: Iterable[Sequence[Any]]) -> Copy:
 # -- the worker's hot path ------------------------------------------------------------------------------------
 
 
+def latest_attempts(outcomes: Collection[T], attempt_of: Callable[[T], Attempt]) -> Collection[T]:
+    """`outcomes` with one entry per job, its latest attempt's. The batch statements find a job's values at the
+    first position of its id in the arrays, so two attempts of one job in a batch (an old attempt's outcome kept
+    across a reconnect beside the new attempt's) would be read as the first. An older attempt can never match the
+    row anyway (its attempt number is at least the newer one's), so leaving it out loses nothing."""
+    if len({attempt_of(outcome)[0] for outcome in outcomes}) == len(outcomes):
+        return outcomes  # the usual case: one attempt per job
+    latest: dict[int, T] = {}
+    for outcome in outcomes:
+        job_id, attempt = attempt_of(outcome)
+        kept = latest.get(job_id)
+        if kept is None or attempt_of(kept)[1] < attempt:
+            latest[job_id] = outcome
+    return list(latest.values())
+
+
 def _outcome_params(
     worker_id: str, started: Collection[Attempt], completed: Sequence[tuple[int, int, str | None]]
 ) -> dict[str, Any]:
-    values = [value for _id, _attempt, value in completed]
+    starts = latest_attempts(started, lambda key: key)
+    done = latest_attempts(completed, lambda outcome: (outcome[0], outcome[1]))
+    values = [value for _id, _attempt, value in done]
     return {
-        "started_ids": int_array(job_id for job_id, _attempt in started),
-        "started_attempts": int_array(attempt for _job_id, attempt in started),
-        "ids": int_array(job_id for job_id, _attempt, _value in completed),
-        "attempts": int_array(attempt for _job_id, attempt, _value in completed),
-        # Most handlers return nothing: a NULL array is padded out by unnest, and costs nothing to send.
+        "started_ids": int_array(job_id for job_id, _attempt in starts),
+        "started_attempts": int_array(attempt for _job_id, attempt in starts),
+        "ids": int_array(job_id for job_id, _attempt, _value in done),
+        "attempts": int_array(attempt for _job_id, attempt, _value in done),
+        # Most handlers return nothing: a NULL array reads as NULL at every position, and costs nothing to send.
         "results": values if any(value is not None for value in values) else None,
         "worker_id": worker_id,
     }
@@ -168,6 +187,7 @@ class Failure:
 
 
 def fail_jobs(*, worker_id: str, failures: Sequence[Failure]) -> Query[rows.FailedJob]:
+    failures = list(latest_attempts(failures, lambda failure: (failure.id, failure.attempt)))
     params = {
         "ids": [f.id for f in failures],
         "attempts": [f.attempt for f in failures],
@@ -191,6 +211,7 @@ class Snoozed:
 
 
 def snooze_jobs(*, worker_id: str, snoozed: Sequence[Snoozed]) -> Query[rows.SnoozedJob]:
+    snoozed = list(latest_attempts(snoozed, lambda snooze: (snooze.id, snooze.attempt)))
     params = {
         "ids": [s.id for s in snoozed],
         "attempts": [s.attempt for s in snoozed],

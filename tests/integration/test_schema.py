@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -13,7 +14,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from pgqueue.store import migrate
+from pgqueue.store import migrate, statements
 from pgqueue.store.queries import QUERIES
 from pgqueue.store.schema import REVISION, SCHEMA, metadata
 
@@ -210,6 +211,43 @@ def test_acks_read_the_running_jobs_once_whatever_the_statistics(db: psycopg.Con
                 assert (value, status) == (f"e{job_id}", "pending" if job_id % 2 == 0 else "failed")
             else:
                 assert (value, status) == (1, "pending")
+
+
+def test_a_batch_with_two_attempts_of_one_job_writes_the_latest(db: psycopg.Connection) -> None:
+    """The batch statements read a job's values at the first position of its id. An old attempt's outcome kept
+    across a reconnect can sit in a batch before the new attempt's outcome of the same job: the batch keeps the
+    latest attempt (statements.latest_attempts), so the new attempt's outcome is written, not lost behind the
+    old one's mismatch."""
+    db.execute(
+        "INSERT INTO pgqueue.jobs (task, status, worker_id, attempts, lease_expires_at) "
+        "SELECT 'todo', 'running', 'w', 2, now() + interval '1 minute' FROM generate_series(1, 4)"
+    )
+    done, failed, snoozed, started = (row[0] for row in db.execute("SELECT id FROM pgqueue.jobs ORDER BY id"))
+    starts = {(started, 1): 0.0, (started, 2): 0.0}
+    record = statements.record_outcomes(
+        worker_id="w", started=starts, completed=[(done, 1, '"old"'), (done, 2, '"new"')]
+    )
+    db.execute(record.sql, record.params)
+    for query in (
+        statements.fail_jobs(
+            worker_id="w",
+            failures=[
+                statements.Failure(failed, 1, False, timedelta(0), "old", None),
+                statements.Failure(failed, 2, False, timedelta(0), "new", None),
+            ],
+        ),
+        statements.snooze_jobs(
+            worker_id="w", snoozed=[statements.Snoozed(snoozed, 1, 60.0), statements.Snoozed(snoozed, 2, 60.0)]
+        ),
+    ):
+        db.execute(query.sql, query.params)
+    rows = {
+        row[0]: row[1:] for row in db.execute("SELECT id, status, result, error, snoozes, started_at FROM pgqueue.jobs")
+    }
+    assert rows[done][:2] == ("completed", "new")
+    assert (rows[failed][0], rows[failed][2]) == ("failed", "new")
+    assert (rows[snoozed][0], rows[snoozed][3]) == ("pending", 1)
+    assert rows[started][0] == "running" and rows[started][4] is not None
 
 
 @pytest.mark.timeout(300)
