@@ -137,7 +137,11 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_co
 -- count towards `limit`: the pending jobs picked beyond what they leave are unlocked untouched (beside them,
 -- pending jobs of a full limit would only be parked). The LIMIT is applied to the pick's result, not inside the
 -- pick: an expression there would be planned as a tenth of the table, and the UPDATE as a scan of it.
--- The rows come back in claim order (an UPDATE returns them in its join's order): the worker starts them so.
+-- The picked jobs are written by pgqueue.claim_picked (migration 0019), which looks each up by its primary key
+-- whatever the statistics: written here, the prepared claim's plan, made once beside a near-empty table, kept
+-- joining them to a sequential scan of the whole table as it filled. The limits' decisions go to it as one
+-- array (ROW(decided.*): the columns of grant_limits' answer, in its order).
+-- The rows come back in claim order (the ORDER BY at the end): the worker starts them so.
 -- waited: how long the job was runnable before this claim (the queue-wait metric), by the server's clock.
 -- slotted: the job took a concurrency slot or was held for one (the worker then claims as its slots free: its
 -- completions may free slots for held jobs, which only a claim takes).
@@ -188,30 +192,17 @@ decided AS (
         candidates.ids, candidates.positions::int[], ARRAY(SELECT finished.id FROM finished), %(free)s
     ) AS granted
 ),
-claimed AS (
-    UPDATE pgqueue.jobs AS job
-    SET status = CASE WHEN decided.held_by IS NOT NULL THEN 'held'
-                      WHEN decided.deferred_by IS NOT NULL THEN 'pending'
-                      ELSE 'running' END,
-        attempts = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
-                        THEN least(job.attempts, 2147483646) + 1 ELSE job.attempts END,
-        started_at = NULL,
-        finished_at = NULL,
-        worker_id = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL THEN %(worker_id)s END,
-        lease_expires_at = CASE WHEN decided.held_by IS NULL AND decided.deferred_by IS NULL
-                                THEN now() + %(lease)s::interval END,
-        limit_keys = decided.keys,
-        limit_stripe = decided.stripe,
-        held_by = decided.held_by,
-        run_at = coalesce(decided.due_at, job.run_at),
-        deferred_by = decided.deferred_by
-    FROM picked
-    LEFT JOIN decided ON decided.job_id = picked.id
-    WHERE job.id = picked.id AND decided.no_slot IS NOT TRUE
-    RETURNING job.id, job.queue, job.task, job.args, job.attempts, job.max_attempts, job.held_by, job.priority,
-              job.run_at, job.trace_context, job.deferred_by, picked.run_at AS was_due,
-              coalesce(decided.rated, false) AS rated,
-              decided.keys IS NOT NULL OR decided.held_by IS NOT NULL AS slotted
+claimed AS MATERIALIZED (
+    SELECT claim.id, claim.queue, claim.task, claim.args, claim.attempts, claim.max_attempts, claim.held_by,
+           claim.priority, claim.run_at, claim.trace_context, claim.deferred_by, claim.was_due, claim.rated,
+           claim.slotted
+    FROM (SELECT array_agg(picked.id) AS ids, array_agg(picked.run_at) AS due FROM picked) AS batch
+    CROSS JOIN LATERAL pgqueue.claim_picked(
+        batch.ids, batch.due,
+        ARRAY(SELECT ROW(decided.*)::pgqueue.limit_decision FROM decided),
+        %(worker_id)s, %(lease)s::interval
+    ) AS claim
+    WHERE batch.ids IS NOT NULL
 )
 SELECT id, queue, task, args, attempts, max_attempts, held, waited, trace_context, due_at, no_slot, rated, slotted
 FROM (

@@ -117,6 +117,13 @@ WORKER_GRANTS: tuple[Grant, ...] = (
     # The claim's pick of pending jobs, planned alike whatever the statistics (migration 0017).
     Grant(("EXECUTE",), "FUNCTION", "pending_in_line", argument_types=("integer", "text[]")),
     Grant(("EXECUTE",), "FUNCTION", "queue_pending_in_line", argument_types=("text", "integer")),
+    # The claim's write of the jobs it picked, by primary key whatever the statistics (migration 0019).
+    Grant(
+        ("EXECUTE",),
+        "FUNCTION",
+        "claim_picked",
+        argument_types=("bigint[]", "timestamp with time zone[]", "pgqueue.limit_decision[]", "text", "interval"),
+    ),
     # The held jobs a claim hands the slots its completions free (migration 0015).
     Grant(("EXECUTE",), "FUNCTION", "held_in_line", argument_types=("text", "integer", "text[]", "text[]")),
     # The previous release's claim function, kept for its workers during a rolling deploy (migration 0014).

@@ -31,7 +31,7 @@ def test_every_table_is_covered() -> None:
     assert app_tables == {"jobs", "job_dependencies", "alembic_version"}
     base = {"pgqueue", "pgqueue.reserve_job_ids(integer)"}
     assert {g.object_name for g in grants.APP_GRANTS if g.kind != "TABLE"} == base
-    # The claim's concurrency and rate limits (migrations 0008, 0014, 0015 and 0016) and its pick (0017) run these.
+    # The claim's limits (migrations 0008, 0014, 0015 and 0016), its pick (0017) and its write (0019) run these.
     assert {g.object_name for g in grants.WORKER_GRANTS if g.kind != "TABLE"} == base | {
         "pgqueue.grant_limits(bigint[], integer[], bigint[], integer)",
         "pgqueue.grant_slots(bigint[], bigint[])",
@@ -39,6 +39,7 @@ def test_every_table_is_covered() -> None:
         "pgqueue.job_limit_keys(bigint[])",
         "pgqueue.job_rate_keys(bigint[])",
         "pgqueue.limit_of(text)",
+        "pgqueue.claim_picked(bigint[], timestamp with time zone[], pgqueue.limit_decision[], text, interval)",
         "pgqueue.pending_in_line(integer, text[])",
         "pgqueue.queue_pending_in_line(text, integer)",
         "pgqueue.rate_text(integer, interval)",
