@@ -40,11 +40,11 @@ async def fetch_async(conn: psycopg.AsyncConnection[Any], query: Query[R]) -> li
 
 
 def count(conn: psycopg.Connection[Any], command: Command) -> int:
-    return conn.execute(command.sql, command.params).rowcount
+    return conn.execute(command.sql, command.params, prepare=command.prepare).rowcount
 
 
 async def count_async(conn: psycopg.AsyncConnection[Any], command: Command) -> int:
-    return (await conn.execute(command.sql, command.params)).rowcount
+    return (await conn.execute(command.sql, command.params, prepare=command.prepare)).rowcount
 
 
 class Sent(Generic[R]):

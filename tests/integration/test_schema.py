@@ -8,6 +8,7 @@ import sys
 import zipfile
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -165,6 +166,59 @@ def test_a_claim_prepared_beside_an_empty_table_reads_only_what_it_claims(db: ps
         assert read == (0, 0), (queues, read)
     prepared = [row[0] for row in db.execute("SELECT statement FROM pg_prepared_statements")]
     assert len(prepared) == 2 and all("claim_picked" in text for text in prepared), prepared
+
+
+def test_batch_statements_of_a_worker_started_beside_an_empty_table_read_only_their_jobs(dsn: str) -> None:
+    """The same for the batch statements a worker sends on their own (outcomes without a claim, failures, snoozes,
+    lease renewals): prepared, their plan made beside a table of 40 jobs read the whole table for each batch as
+    it filled (10,080 rows to write the outcomes of 10 jobs in a table of 5,040). They are planned for their arrays
+    each time, so they find their jobs by primary key."""
+    from pgqueue.store.run import count, fetch
+
+    def batches(ids: list[int]) -> list[statements.Query[Any] | statements.Command]:
+        return [
+            statements.record_outcomes(
+                worker_id="w", started=[(i, 1) for i in ids[:5]], completed=[(i, 1, None) for i in ids[5:10]]
+            ),
+            statements.fail_jobs(
+                worker_id="w",
+                failures=[statements.Failure(i, 1, True, timedelta(seconds=1), "e", None) for i in ids[10:15]],
+            ),
+            statements.snooze_jobs(worker_id="w", snoozed=[statements.Snoozed(i, 1, 60.0) for i in ids[15:20]]),
+            statements.renew_leases(worker_id="w", held=[(i, 1) for i in ids[20:25]], lease=timedelta(minutes=5)),
+        ]
+
+    running = (
+        "INSERT INTO pgqueue.jobs (task, status, worker_id, attempts, lease_expires_at) "
+        "SELECT 'todo', 'running', 'w', 1, now() + interval '1 hour' FROM generate_series(1, %s)"
+    )
+    reads = "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
+    # Prepared at once, as the worker's connection does (prepare_threshold=1).
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=0) as db:
+        db.execute("DELETE FROM pg_statistic WHERE starelid = 'pgqueue.jobs'::regclass")
+        db.execute("VACUUM ANALYZE pgqueue.jobs")
+        db.execute(running, [40])
+        db.execute("SET plan_cache_mode = force_generic_plan")
+        ids = [row[0] for row in db.execute("SELECT id FROM pgqueue.jobs ORDER BY id")]
+        for batch in batches(ids):
+            count(db, batch) if isinstance(batch, statements.Command) else fetch(db, batch)
+        db.execute(running, [5000])
+        ids = [row[0] for row in db.execute("SELECT id FROM pgqueue.jobs WHERE id > 40 ORDER BY id")]
+        for batch in batches(ids):
+            with db.transaction():
+                before = db.execute(reads).fetchone()
+                if isinstance(batch, statements.Command):  # 5 starts and 5 completions
+                    count(db, batch)
+                    found = db.execute(
+                        "SELECT count(*) FROM pgqueue.jobs WHERE id = ANY(%s) AND started_at IS NOT NULL", [ids[:10]]
+                    ).fetchone()
+                    written, wanted = (found[0] if found else 0), 10
+                else:
+                    written, wanted = len(fetch(db, batch)), 5
+                after = db.execute(reads).fetchone()
+            assert before is not None and after is not None
+            assert written == wanted, batch.sql
+            assert (after[0] - before[0], after[1] - before[1]) == (0, 0), batch.sql
 
 
 def test_acks_read_the_running_jobs_once_whatever_the_statistics(db: psycopg.Connection) -> None:
