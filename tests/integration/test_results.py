@@ -275,6 +275,32 @@ def test_one_notification_per_statement_and_none_for_renewals(dsn: str, db: psyc
         assert [(n.channel, n.payload) for n in first] == [("pgqueue_finished", "")]
 
 
+def test_claims_and_retries_send_no_finished_notification(dsn: str, db: psycopg.Connection) -> None:
+    """Only a statement that leaves a job finished notifies (migration 0020): a claim, a claim's held or deferred
+    jobs and a retry leave none finished, and a notification costs each commit the cluster-wide lock that all
+    notifying commits share. A failure for good and a cancel are finishes like a completion."""
+    from datetime import timedelta
+
+    from pgqueue.store import statements
+    from pgqueue.store.run import fetch
+
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'x' FROM generate_series(1, 30)")
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN pgqueue_finished")
+        claim = statements.record_outcomes_and_claim(worker_id="w", limit=20, lease=timedelta(seconds=30), queues=None)
+        claimed = [job.id for job in fetch(db, claim)]
+        assert len(claimed) == 20
+        retry = statements.Failure(claimed[0], 1, True, timedelta(seconds=60), "again", None)
+        assert [row.status for row in fetch(db, statements.fail_jobs(worker_id="w", failures=[retry]))] == ["pending"]
+        assert list(listener.notifies(timeout=0.5)) == []
+        for finish in (
+            "UPDATE pgqueue.jobs SET status = 'failed', finished_at = now() WHERE id = %s",
+            "UPDATE pgqueue.jobs SET status = 'cancelled', finished_at = now() WHERE id = %s",
+        ):
+            db.execute(finish, [claimed.pop()])
+            assert [(n.channel, n.payload) for n in listener.notifies(timeout=0.5)] == [("pgqueue_finished", "")]
+
+
 def test_pgqueue_result_prints_hostile_and_huge_results_safely(dsn: str, db: psycopg.Connection) -> None:
     big = "x" * 500_000
     (escape_id,) = db.execute(
