@@ -21,6 +21,9 @@ Create Date: 2026-12-07
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 from alembic import op
 
 revision = "0020"
@@ -49,23 +52,15 @@ FOR EACH STATEMENT
 EXECUTE FUNCTION pgqueue.notify_finished_job()
 """
 
-# Migration 0009's trigger and function, for the downgrade.
-OLD_FUNCTION = """
-CREATE OR REPLACE FUNCTION pgqueue.notify_finished_job() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('pgqueue_finished', '');
-    RETURN NULL;
-END
-$$
-"""
 
-OLD_TRIGGER = """
-CREATE TRIGGER jobs_notify_finished
-AFTER UPDATE OF status ON pgqueue.jobs
-FOR EACH STATEMENT
-EXECUTE FUNCTION pgqueue.notify_finished_job()
-"""
+def _results_0009():  # type: ignore[no-untyped-def]
+    """Migration 0009's module (its texts of the trigger and its function), for the downgrade."""
+    path = Path(__file__).with_name("0009_results_uniqueness.py")
+    spec = importlib.util.spec_from_file_location("pgqueue_migration_0009", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def upgrade() -> None:
@@ -75,6 +70,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    results = _results_0009()
     op.execute("DROP TRIGGER jobs_notify_finished ON pgqueue.jobs")
-    op.execute(OLD_FUNCTION)
-    op.execute(OLD_TRIGGER)
+    op.execute("DROP FUNCTION pgqueue.notify_finished_job()")
+    op.execute(results.NOTIFY_FINISHED_FUNCTION)
+    op.execute(results.NOTIFY_FINISHED_TRIGGER)

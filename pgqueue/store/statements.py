@@ -171,18 +171,16 @@ def record_outcomes_and_claim(
     return Query(QUERIES[name], params, rows.ClaimedJob, prepare=False)
 
 
-def record_outcomes(
-    *, worker_id: str, started: Collection[Attempt], completed: Sequence[tuple[int, int, str | None]]
-) -> Command:
-    return Command(QUERIES["record_outcomes"], _outcome_params(worker_id, started, completed), prepare=False)
-
-
 # The batch statements below are never prepared: a prepared statement's plan, made once for any values and kept until
 # the table's statistics change, is made for the table as it was. Made beside a near-empty table (a fresh install,
 # a worker started before a burst), it finds the batch's jobs by a sequential scan, and keeps reading the whole table
 # for each batch as the table fills (10,080 rows read to write the outcomes of 10 jobs in a table of 5,040). Planned
 # for its arrays each time, a batch statement finds its jobs by primary key (a fraction of a millisecond of planning,
 # once per batch).
+def record_outcomes(
+    *, worker_id: str, started: Collection[Attempt], completed: Sequence[tuple[int, int, str | None]]
+) -> Command:
+    return Command(QUERIES["record_outcomes"], _outcome_params(worker_id, started, completed), prepare=False)
 
 
 @dataclass(frozen=True)
