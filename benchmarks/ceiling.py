@@ -2,7 +2,7 @@
 
 Two claim series, both from pgqueue's SQL text (store/queries.py), no Python in the loop:
 
-- `claim_complete_*`: the claim on its own, then complete_jobs for what it took (two statements per batch);
+- `claim_complete_*`: the claim on its own, then record_outcomes for what it took (two statements per batch);
 - `worker_claim_*`: the statement a busy worker sends (record_outcomes_and_claim: the previous batch's
   completions and the next claim in one statement), claiming PREFETCH_CLAIM_UP_TO jobs at a time, the claim size
   of a default worker on short jobs; run with as many pgbench clients as the drain sweep has worker processes.
@@ -38,18 +38,20 @@ def pgbench_sql(query: str, literals: dict[str, str] | None = None) -> str:
 def aggregated_claim(statement: str) -> str:
     """A claim statement whose rows are folded into one (the ids and attempts as arrays), for pgbench's \\gset.
 
-    The claim's data-modifying CTEs must stay at the top level, so its final SELECT is replaced rather than the
-    whole statement wrapped in another CTE."""
+    The claim's CTEs must stay at the top level, so its final SELECT is replaced rather than the whole statement
+    wrapped in another CTE; the folded SELECT keeps the filter that makes the acks (`finished`) run first."""
     final = statement.rfind("\nSELECT ")
     if not statement.startswith("WITH ") or final < 0 or "FROM claimed" not in statement[final:]:
         raise ValueError("the claim statement no longer ends with a SELECT from its `claimed` CTE")
-    folded = "SELECT coalesce(array_agg(id), '{}') AS ids, coalesce(array_agg(attempts), '{}') AS attempts FROM claimed"
+    folded = "SELECT coalesce(array_agg(id), '{}') AS ids, coalesce(array_agg(attempts), '{}') AS attempts FROM claimed "
+    folded += "WHERE (SELECT count(*) FROM finished) >= 0"
     return statement[:final] + "\n" + folded
 
 
 def claim_complete_script() -> str:
     claim = pgbench_sql(aggregated_claim(QUERIES["claim"]))
-    complete = pgbench_sql(QUERIES["complete_jobs"], {"results": "NULL"})
+    literals = {"results": "NULL", "started_ids": "'{}'", "started_attempts": "'{}'"}
+    complete = pgbench_sql(QUERIES["record_outcomes"], literals)
     return f"{claim} \\gset\n{complete};\n"
 
 

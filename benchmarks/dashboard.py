@@ -141,8 +141,10 @@ def drain_rate(conn: psycopg.Connection, count: int, batch: int = 100) -> float:
         if not claimed:
             break
         conn.execute(
-            QUERIES["complete_jobs"],
+            QUERIES["record_outcomes"],
             {
+                "started_ids": [],
+                "started_attempts": [],
                 "ids": [row[0] for row in claimed],
                 "attempts": [row[4] for row in claimed],
                 "results": [None] * len(claimed),

@@ -217,6 +217,9 @@ FROM (
     FROM decided
     WHERE decided.no_slot
 ) AS answer
+-- A CTE that only reads runs when it is first read: this filter, decided before any row is produced, makes the
+-- acks (`finished`, in the claim that carries them) run first, so that the pick's own snapshots see them written.
+WHERE (SELECT count(*) FROM finished) >= 0
 ORDER BY no_slot, priority DESC, was_due, id;
 
 -- name: wanted_any
@@ -251,45 +254,28 @@ picked_pending AS (
     LIMIT %(limit)s
 )
 
--- name: record_starts
--- The handlers of these claimed jobs have started (reported in a batch, with the next statement the
--- worker sends anyway). Only jobs still running at that moment are listed: a completion or failure
--- records its start itself. A busy worker runs it as a CTE of its next claim (see store/queries.py).
-UPDATE pgqueue.jobs AS job
-SET started_at = now()
-WHERE job.id = ANY(%(started_ids)s::bigint[])
-  AND job.attempts = (%(started_attempts)s::int[])[array_position(%(started_ids)s::bigint[], job.id)]
-  AND job.status = 'running'
-  AND job.worker_id = %(worker_id)s
-  AND job.started_at IS NULL
-
--- name: complete_jobs
--- Batched acknowledgement. The attempt and worker checks make a late ack of a job that was
--- rescued, cancelled or handed back a no-op instead of overwriting the newer state. A busy worker
--- runs it as the first CTE of its next claim (complete_and_claim*, composed in store/queries.py).
--- The ids, attempts and results are parallel arrays; a job's own are found at its id's position (one attempt per
--- job: statements.latest_attempts). They are not joined as a table (FROM unnest(...)) on purpose: on a table
--- analyzed while nearly empty (a fresh install) the planner expected one running job of this worker and looped
--- over the whole batch once per running job, 26.6 ms for an ack of 115 beside 512 running; as one scan of the
--- table with the ids as a filter, whichever index the statistics pick, the worst is one read of this worker's
--- running jobs (jobs_lease_idx leads with the worker, migration 0018): 2.5 ms.
-UPDATE pgqueue.jobs AS job
-SET status = 'completed',
-    started_at = coalesce(job.started_at, now()),
-    finished_at = now(),
-    lease_expires_at = NULL,
-    result = (%(results)s::jsonb[])[array_position(%(ids)s::bigint[], job.id)]
-WHERE job.id = ANY(%(ids)s::bigint[])
-  AND job.attempts = (%(attempts)s::int[])[array_position(%(ids)s::bigint[], job.id)]
-  AND job.status = 'running'
-  AND job.worker_id = %(worker_id)s
-RETURNING job.id, job.limit_keys;
+-- name: record_outcomes
+-- A worker's buffered handler starts and completions (batched acknowledgement), written by
+-- pgqueue.record_outcomes (migration 0021), which returns the completed jobs. The attempt and worker checks there
+-- make a late ack of a job that was rescued, cancelled or handed back a no-op. The ids, attempts and results are
+-- parallel arrays, one attempt per job (statements.latest_attempts). A busy worker runs it as the first CTE of its
+-- next claim (record_outcomes_and_claim*, composed in store/queries.py). Written in a function, the acks find their
+-- jobs by primary key whatever the statistics, so this statement can be prepared: planned here, the prepared
+-- plan, made once beside a near-empty table, kept finding them by a sequential scan as the table filled.
+-- The arrays are not joined as a table (FROM unnest(...)) on purpose: on a table analyzed while nearly empty the
+-- planner expected one running job of this worker and looped over the whole batch once per running job, 26.6 ms
+-- for an ack of 115 beside 512 running.
+SELECT finished.id, finished.limit_keys
+FROM pgqueue.record_outcomes(
+    %(started_ids)s::bigint[], %(started_attempts)s::int[], %(ids)s::bigint[], %(attempts)s::int[],
+    %(results)s::jsonb[], %(worker_id)s
+) AS finished
 
 -- name: fail_jobs
 -- Batched failure: each job goes back to pending after its backoff (retry) or to failed.
 -- Every attempt's error is appended to the history; `error` keeps the last one. With tracing, the entry
 -- carries the attempt's trace id, so a failed attempt leads to its trace (without, the entry has no such key).
--- The arrays are parallel, one element per job: each job's own are found at its id's position (see complete_jobs
+-- The arrays are parallel, one element per job: each job's own are found at its id's position (see record_outcomes
 -- for why the arrays are not joined as a table).
 UPDATE pgqueue.jobs AS job
 SET status = CASE WHEN (%(retry)s::bool[])[array_position(%(ids)s::bigint[], job.id)] THEN 'pending' ELSE 'failed' END,

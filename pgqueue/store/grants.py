@@ -124,6 +124,13 @@ WORKER_GRANTS: tuple[Grant, ...] = (
         "claim_picked",
         argument_types=("bigint[]", "timestamp with time zone[]", "pgqueue.limit_decision[]", "text", "interval"),
     ),
+    # The acks a worker buffered, written by primary key whatever the statistics (migration 0021).
+    Grant(
+        ("EXECUTE",),
+        "FUNCTION",
+        "record_outcomes",
+        argument_types=("bigint[]", "integer[]", "bigint[]", "integer[]", "jsonb[]", "text"),
+    ),
     # The held jobs a claim hands the slots its completions free (migration 0015).
     Grant(("EXECUTE",), "FUNCTION", "held_in_line", argument_types=("text", "integer", "text[]", "text[]")),
     # The previous release's claim function, kept for its workers during a rolling deploy (migration 0014).

@@ -40,18 +40,14 @@ def load(folder: Path = SQL_DIR) -> dict[str, LiteralString]:
 
 
 def _with_outcomes(statement: LiteralString) -> LiteralString:
-    """`statement` preceded by the CTEs that record a worker's buffered starts and completions, so that a busy
+    """`statement` preceded by the CTE that records a worker's buffered starts and completions, so that a busy
     worker writes them with its next claim in one statement. Composed rather than written out so that each
-    statement has one definition. The CTEs' row sets never overlap each other or the claim's (the worker
-    lists a job in one of them at most; the claim takes pending jobs only). `finished` (the jobs completed here)
-    is what the claim's concurrency limits do not count as running."""
-    outcomes = (
-        f"WITH started AS (\n{QUERIES['record_starts']}\n),\ncompleted AS (\n{QUERIES['complete_jobs']}\n),\n"
-        "finished AS (SELECT id, limit_keys FROM completed)"
-    )
-    if statement.startswith("WITH "):
-        return cast(LiteralString, f"{outcomes},\n{statement.removeprefix('WITH ')}")
-    return cast(LiteralString, f"{outcomes}\n{statement}")
+    statement has one definition. The claim's row set never overlaps the acks' (the worker lists a job in one of
+    them at most; the claim takes pending jobs only). `finished` (the jobs completed here) is what the claim's
+    concurrency limits do not count as running; the claim reads it before anything else, so the acks run first."""
+    outcomes = f"WITH finished AS MATERIALIZED (\n{QUERIES['record_outcomes']}\n)"
+    assert statement.startswith("WITH ")
+    return cast(LiteralString, f"{outcomes},\n{statement.removeprefix('WITH ')}")
 
 
 def _with_heartbeat(statement: LiteralString) -> LiteralString:
@@ -83,10 +79,8 @@ QUERIES["claim_from_queues"] = _picking(
     QUERIES["claim"], QUERIES.pop("wanted_from_queues"), QUERIES.pop("pick_from_queues")
 )
 QUERIES["claim"] = _picking(QUERIES["claim"], QUERIES.pop("wanted_any"), QUERIES.pop("pick_any"))
-# Data-modifying CTEs always run to completion, read or not.
 QUERIES["record_outcomes_and_claim"] = _with_outcomes(QUERIES["claim"])
 QUERIES["record_outcomes_and_claim_from_queues"] = _with_outcomes(QUERIES["claim_from_queues"])
-QUERIES["record_outcomes"] = _with_outcomes("SELECT 1")
 QUERIES["heartbeat_and_rescue_lost_jobs"] = _with_heartbeat(QUERIES["rescue_lost_jobs"])
 QUERIES["claim"] = _finishing_nothing(QUERIES["claim"])
 QUERIES["claim_from_queues"] = _finishing_nothing(QUERIES["claim_from_queues"])

@@ -161,14 +161,18 @@ def record_outcomes_and_claim(
         # table fills (0.44 and 0.73 ms at 5,000 rows).
         params["worker_id"] = worker_id
         return Query(QUERIES["claim_from_queues" if queues else "claim"], params, rows.ClaimedJob)
-    # The worker's statements are prepared, and after five runs PostgreSQL may plan one once for any values. The
-    # generic plan of this one joins each running job to the whole array of outcomes (it guesses 10 elements):
-    # 5 times slower than a plan made for the values with 512 acks and 3 million finished jobs kept (64 ms against
-    # 13.5 ms). So a claim that carries outcomes is planned with them each time (a fraction of a millisecond,
-    # once per batch).
+    # Prepared like the idle claim: the acks' writes are planned inside pgqueue.record_outcomes and the claim's in
+    # pgqueue.claim_picked, by primary key whatever the statistics, so the plan kept for any values stays right.
     params.update(_outcome_params(worker_id, started, completed))
     name = "record_outcomes_and_claim_from_queues" if queues else "record_outcomes_and_claim"
-    return Query(QUERIES[name], params, rows.ClaimedJob, prepare=False)
+    return Query(QUERIES[name], params, rows.ClaimedJob)
+
+
+def record_outcomes(
+    *, worker_id: str, started: Collection[Attempt], completed: Sequence[tuple[int, int, str | None]]
+) -> Command:
+    """The acks alone (prepared: see record_outcomes_and_claim)."""
+    return Command(QUERIES["record_outcomes"], _outcome_params(worker_id, started, completed))
 
 
 # The batch statements below are never prepared: a prepared statement's plan, made once for any values and kept until
@@ -176,13 +180,8 @@ def record_outcomes_and_claim(
 # a worker started before a burst), it finds the batch's jobs by a sequential scan, and keeps reading the whole table
 # for each batch as the table fills (10,080 rows read to write the outcomes of 10 jobs in a table of 5,040). Planned
 # for its arrays each time, a batch statement finds its jobs by primary key (a fraction of a millisecond of planning,
-# once per batch).
-def record_outcomes(
-    *, worker_id: str, started: Collection[Attempt], completed: Sequence[tuple[int, int, str | None]]
-) -> Command:
-    return Command(QUERIES["record_outcomes"], _outcome_params(worker_id, started, completed), prepare=False)
-
-
+# once per batch). They are rarer than acks (failures, snoozes, lease renewals), so they were left as statements
+# rather than functions like pgqueue.record_outcomes.
 @dataclass(frozen=True)
 class Failure:
     """A failed attempt to write: back to pending after `delay` (retry) or failed for good."""

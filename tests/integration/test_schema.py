@@ -137,42 +137,66 @@ def test_claim_walks_the_partial_index_whatever_the_statistics(db: psycopg.Conne
 def test_a_claim_prepared_beside_an_empty_table_reads_only_what_it_claims(db: psycopg.Connection) -> None:
     """A worker started beside a near-empty table prepares its claim, and PostgreSQL keeps a plan made once for
     any values (a generic plan) until the statistics change. Made for a table of one page, that plan found the
-    picked jobs by a sequential scan, and the idle claim's empty acks scanned the table twice more: each claim of
-    20 read the whole table (three times 5,030 rows), more as a burst filled it. The idle claim carries no ack
-    statement, and its write (pgqueue.claim_picked, migration 0019) looks the picked jobs up by primary key."""
+    picked jobs by a sequential scan, and the claim's acks scanned the table twice more: each claim of 20 read the
+    whole table (three times 5,030 rows), more as a burst filled it. The idle claim carries no ack, a busy one
+    writes its acks in pgqueue.record_outcomes (migration 0021), and both write the picked jobs in
+    pgqueue.claim_picked (migration 0019): each looks its jobs up by primary key."""
     db.execute("DELETE FROM pg_statistic WHERE starelid = 'pgqueue.jobs'::regclass")
     db.execute("VACUUM ANALYZE pgqueue.jobs")
     db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'todo' FROM generate_series(1, 40)")
     db.execute("SET plan_cache_mode = force_generic_plan")  # as after a prepared statement's fifth run
+    lease = timedelta(seconds=30)
+    running: list[tuple[int, int]] = []
     for queues in (None, ["default"]):
-        idle = statements.record_outcomes_and_claim(worker_id="w", limit=20, lease=timedelta(seconds=30), queues=queues)
+        idle = statements.record_outcomes_and_claim(worker_id="w", limit=20, lease=lease, queues=queues)
         # Planned now, beside a table of 40 jobs. Committed, not rolled back: psycopg forgets its prepared
         # statements after a ROLLBACK.
-        assert len(db.execute(idle.sql, idle.params, prepare=True).fetchall()) == 20
-    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'todo' FROM generate_series(1, 5000)")
-    db.execute("UPDATE pgqueue.jobs SET status = 'completed', finished_at = now() WHERE id % 2 = 0")
-    for queues in (None, ["default"]):
-        idle = statements.record_outcomes_and_claim(worker_id="w", limit=20, lease=timedelta(seconds=30), queues=queues)
-        # This backend's reads of the table not yet sent to the statistics (the claim's functions included),
-        # before and after the claim.
-        reads = "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
-        with db.transaction():
-            before = db.execute(reads).fetchone()
-            claimed = db.execute(idle.sql, idle.params, prepare=True).fetchall()
-            after = db.execute(reads).fetchone()
-        assert before is not None and after is not None
-        read = (after[0] - before[0], after[1] - before[1])
+        claimed = db.execute(idle.sql, idle.params, prepare=True).fetchall()
         assert len(claimed) == 20
-        assert read == (0, 0), (queues, read)
-    prepared = [row[0] for row in db.execute("SELECT statement FROM pg_prepared_statements")]
-    assert len(prepared) == 2 and all("claim_picked" in text for text in prepared), prepared
+        running += [(row[0], row[4]) for row in claimed]
+    for queues in (None, ["default"]):  # the busy claims, planned beside the same table: one start, one ack
+        (started, acked), running = running[:2], running[2:]
+        busy = statements.record_outcomes_and_claim(
+            worker_id="w", limit=20, lease=lease, queues=queues, started=[started], completed=[(*acked, None)]
+        )
+        assert db.execute(busy.sql, busy.params, prepare=True).fetchall() == []  # nothing left to claim
+    db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'todo' FROM generate_series(1, 5000)")
+    db.execute("UPDATE pgqueue.jobs SET status = 'completed', finished_at = now() WHERE id % 2 = 0 AND id > 40")
+    # This backend's reads of the table not yet sent to the statistics (the claim's functions included).
+    reads = "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
+    for queues in (None, ["default"]):
+        (started, acked), running = running[:2], running[2:]
+        idle = statements.record_outcomes_and_claim(worker_id="w", limit=20, lease=lease, queues=queues)
+        busy = statements.record_outcomes_and_claim(
+            worker_id="w", limit=20, lease=lease, queues=queues, started=[started], completed=[(*acked, '"ok"')]
+        )
+        for claim in (idle, busy):
+            with db.transaction():
+                before = db.execute(reads).fetchone()
+                claimed = db.execute(claim.sql, claim.params, prepare=True).fetchall()
+                after = db.execute(reads).fetchone()
+            assert before is not None and after is not None
+            read = (after[0] - before[0], after[1] - before[1])
+            assert len(claimed) == 20
+            assert read == (0, 0), (queues, claim is busy, read)
+        written = db.execute(
+            "SELECT (SELECT started_at IS NOT NULL FROM pgqueue.jobs WHERE id = %s), "
+            "(SELECT status = 'completed' AND result = '\"ok\"' FROM pgqueue.jobs WHERE id = %s)",
+            [started[0], acked[0]],
+        ).fetchone()
+        assert written == (True, True), written
+    statements_prepared = db.execute("SELECT statement FROM pg_prepared_statements").fetchall()
+    prepared = [row[0] for row in statements_prepared if "claim_picked" in row[0]]  # the claims, not `reads`
+    assert len(prepared) == 4, prepared
+    assert sum("record_outcomes" in text for text in prepared) == 2, prepared
 
 
 def test_batch_statements_of_a_worker_started_beside_an_empty_table_read_only_their_jobs(dsn: str) -> None:
     """The same for the batch statements a worker sends on their own (outcomes without a claim, failures, snoozes,
     lease renewals): prepared, their plan made beside a table of 40 jobs read the whole table for each batch as
-    it filled (10,080 rows to write the outcomes of 10 jobs in a table of 5,040). They are planned for their arrays
-    each time, so they find their jobs by primary key."""
+    it filled (10,080 rows to write the outcomes of 10 jobs in a table of 5,040). The acks are written in a
+    function that finds their jobs by primary key (migration 0021), the others are planned for their arrays each
+    time."""
     from pgqueue.store.run import count, fetch
 
     def batches(ids: list[int]) -> list[statements.Query[Any] | statements.Command]:
@@ -250,11 +274,17 @@ def test_acks_read_the_running_jobs_once_whatever_the_statistics(db: psycopg.Con
     stale = running[300]  # in the batch with an old attempt number: a late ack, left alone
     ids, attempts = [*batch, stale], [1] * count + [0]
     cases: list[tuple[str, dict[str, object], str]] = [
-        ("record_starts", {"started_ids": ids, "started_attempts": attempts, "worker_id": "w"}, "started_at"),
         (
-            "complete_jobs",
-            {"ids": ids, "attempts": attempts, "results": [f'{{"n": {i}}}' for i in ids], "worker_id": "w"},
-            "result ->> 'n'",
+            "record_outcomes",  # starts, then completions, of the same jobs: both written
+            {
+                "started_ids": ids,
+                "started_attempts": attempts,
+                "ids": ids,
+                "attempts": attempts,
+                "results": [f'{{"n": {i}}}' for i in ids],
+                "worker_id": "w",
+            },
+            "started_at IS NOT NULL AND finished_at IS NOT NULL, result ->> 'n'",
         ),
         (
             "fail_jobs",
@@ -276,26 +306,39 @@ def test_acks_read_the_running_jobs_once_whatever_the_statistics(db: psycopg.Con
             "snoozes",
         ),
     ]
+    # What the statement read of the table, by sequential scans and by index (the function's statements included).
+    reads = (
+        "SELECT seq_scan, seq_tup_read, coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
+        "WHERE relid = 'pgqueue.jobs'::regclass"
+    )
     for name, params, written in cases:
         with db.transaction():
+            before = db.execute(reads).fetchone()
             plan = "\n".join(row[0] for row in db.execute(f"EXPLAIN (ANALYZE, COSTS off) {QUERIES[name]}", params))
+            after = db.execute(reads).fetchone()
             raise psycopg.Rollback()
         assert set(re.findall(r"loops=(\d+)", plan)) == {"1"}, plan
         assert all(int(removed) < 1000 for removed in re.findall(r"Rows Removed by Filter: (\d+)", plan)), plan
+        assert before is not None and after is not None
+        seq_scans, seq_read, fetched = (late - early for late, early in zip(after, before, strict=True))
+        # No scan of the whole table; by index, this worker's running jobs at most, for each of its statements.
+        assert (seq_scans, seq_read) == (0, 0) and fetched <= 2 * 512, (name, seq_scans, seq_read, fetched)
         with db.transaction():
             db.execute(QUERIES[name], params)
             rows = db.execute(f"SELECT id, {written}, status FROM pgqueue.jobs WHERE id = ANY(%s)", [ids]).fetchall()
             raise psycopg.Rollback()
         by_id = {row[0]: row[1:] for row in rows}
-        untouched = 0 if name == "snooze_jobs" else None  # the stale job's column as it was: snoozes is 0, not NULL
-        assert by_id[stale] == (untouched, "running"), name
+        if name == "record_outcomes":
+            assert by_id[stale] == (False, None, "running"), name
+        else:
+            untouched = 0 if name == "snooze_jobs" else None  # the stale job's column as it was: snoozes is 0
+            assert by_id[stale] == (untouched, "running"), name
         for job_id in batch:
+            if name == "record_outcomes":
+                assert by_id[job_id] == (True, str(job_id), "completed")
+                continue
             value, status = by_id[job_id]
-            if name == "record_starts":
-                assert value is not None and status == "running"
-            elif name == "complete_jobs":
-                assert (value, status) == (str(job_id), "completed")
-            elif name == "fail_jobs":
+            if name == "fail_jobs":
                 assert (value, status) == (f"e{job_id}", "pending" if job_id % 2 == 0 else "failed")
             else:
                 assert (value, status) == (1, "pending")

@@ -93,7 +93,7 @@ def test_normalize_dsn() -> None:
 
 def test_sql_file_has_every_statement_and_binds_parameters() -> None:
     expected = {
-        "insert_job", "insert_jobs", "claim", "claim_from_queues", "complete_jobs", "fail_jobs", "renew_leases",
+        "insert_job", "insert_jobs", "claim", "claim_from_queues", "record_outcomes", "fail_jobs", "renew_leases",
         "rescue_lost_jobs", "next_run_at", "prune_finished", "retry_failed", "cancel_jobs",
     }  # fmt: skip
     assert expected <= set(QUERIES)

@@ -40,6 +40,7 @@ def test_every_table_is_covered() -> None:
         "pgqueue.job_rate_keys(bigint[])",
         "pgqueue.limit_of(text)",
         "pgqueue.claim_picked(bigint[], timestamp with time zone[], pgqueue.limit_decision[], text, interval)",
+        "pgqueue.record_outcomes(bigint[], integer[], bigint[], integer[], jsonb[], text)",
         "pgqueue.pending_in_line(integer, text[])",
         "pgqueue.queue_pending_in_line(text, integer)",
         "pgqueue.rate_text(integer, interval)",
