@@ -43,8 +43,10 @@ def aggregated_claim(statement: str) -> str:
     final = statement.rfind("\nSELECT ")
     if not statement.startswith("WITH ") or final < 0 or "FROM claimed" not in statement[final:]:
         raise ValueError("the claim statement no longer ends with a SELECT from its `claimed` CTE")
-    folded = "SELECT coalesce(array_agg(id), '{}') AS ids, coalesce(array_agg(attempts), '{}') AS attempts FROM claimed "
-    folded += "WHERE (SELECT count(*) FROM finished) >= 0"
+    folded = (
+        "SELECT coalesce(array_agg(id), '{}') AS ids, coalesce(array_agg(attempts), '{}') AS attempts "
+        "FROM claimed WHERE (SELECT count(*) FROM finished) >= 0"
+    )
     return statement[:final] + "\n" + folded
 
 
