@@ -257,7 +257,15 @@ def test_the_claim_that_frees_a_slot_hands_it_to_the_held_job_first(db: psycopg.
     assert claimed == [(first, "a", False), (second, "a", True)]
     assert _statuses(db) == {first: "running", second: "held"}
     (third,) = db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a') RETURNING id").fetchone()
-    claimed = _claim_with_acks(db, "w", [(first, 1)])
+    updates = "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
+    with db.transaction():
+        (before,) = db.execute(updates).fetchone()  # this backend's row writes not yet sent to the statistics
+        claimed = _claim_with_acks(db, "w", [(first, 1)])
+        (after,) = db.execute(updates).fetchone()
+    # Three rows written: first completed, second running, third held. The acks are written in a function, whose row
+    # triggers would fire before the claim took the slot: the wake is deferred to the commit, where it sees the slot
+    # taken. Fired at once, it would have woken the second job first (held -> pending -> running: 4).
+    assert after - before == 3
     assert claimed == [(second, "a", False), (third, "a", True)]
     assert _statuses(db) == {first: "completed", second: "running", third: "held"}
     assert db.execute("SELECT attempts, worker_id FROM pgqueue.jobs WHERE id = %s", (second,)).fetchone() == (1, "w")
