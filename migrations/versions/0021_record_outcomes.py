@@ -22,6 +22,11 @@ the claim's grant_limits, which would have every freed slot woken for nothing (t
 a limit binds). Deferred to the commit, the trigger runs after the whole claim, as it did when the acks were
 part of the claim's own statement. Nothing else can take a freed slot before that commit anyway.
 
+Both this function and `claim_picked` turn JIT compilation off. On PostgreSQL before 18 a plan step that a
+setting disables is priced at ten billion, far over `jit_above_cost`: a statement of such a function that finds
+no other way (a scan of a table without a fitting index) would be compiled to machine code each time it is
+planned, tens of milliseconds (66 ms for a look at `pgqueue.queues` in a trial of a claim written as one function).
+
 The function runs as its caller (the worker role needs EXECUTE, granted by `pgqueue grant`). Being VOLATILE,
 its statements take snapshots of their own, after the calling statement's: the claim makes it run first, so that
 the pick that follows sees the completions (and the dependents they released) written.
@@ -50,6 +55,7 @@ RETURNS TABLE (id bigint, limit_keys text[])
 LANGUAGE plpgsql VOLATILE
 ROWS 20
 SET enable_seqscan = off
+SET jit = off
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -90,8 +96,12 @@ ARGUMENTS = "bigint[], integer[], bigint[], integer[], jsonb[], text"
 WAKE_HELD_WHEN = "WHEN (OLD.status = 'running' AND NEW.status <> 'running' AND OLD.limit_keys IS NOT NULL)"
 
 
+CLAIM_PICKED_ARGUMENTS = "bigint[], timestamptz[], pgqueue.limit_decision[], text, interval"
+
+
 def upgrade() -> None:
     op.execute(RECORD_OUTCOMES)
+    op.execute(f"ALTER FUNCTION pgqueue.claim_picked({CLAIM_PICKED_ARGUMENTS}) SET jit = off")
     op.execute(
         f"COMMENT ON FUNCTION pgqueue.record_outcomes({ARGUMENTS}) IS "
         "'a worker''s buffered handler starts and completions, written by primary key; returns the completed jobs'"
@@ -110,3 +120,4 @@ def downgrade() -> None:
         "EXECUTE FUNCTION pgqueue.wake_held()"
     )
     op.execute(f"DROP FUNCTION pgqueue.record_outcomes({ARGUMENTS})")
+    op.execute(f"ALTER FUNCTION pgqueue.claim_picked({CLAIM_PICKED_ARGUMENTS}) RESET jit")
