@@ -939,3 +939,11 @@ SELECT lim.name, lim.scope, lim.target, lim.concurrency, lim.key_arg,
        ) AS deferred
 FROM pgqueue.limits AS lim
 ORDER BY lim.name;
+
+-- name: claim_unlimited
+-- An idle worker's claim while no limit exists (pgqueue.claim_unlimited, migration 0022): the jobs it claims, in
+-- claim order, with the columns of `claim`; or, while any limit exists, one row of NULLs and nothing claimed (the
+-- worker then sends `claim`, which decides the limits). `queues` NULL: of any queue not paused.
+SELECT claim.id, claim.queue, claim.task, claim.args, claim.attempts, claim.max_attempts, false AS held,
+       claim.waited, claim.trace_context, NULL::float8 AS due_at, false AS no_slot, false AS rated, false AS slotted
+FROM pgqueue.claim_unlimited(%(limit)s, %(queues)s::text[], %(worker_id)s, %(lease)s::interval) AS claim;

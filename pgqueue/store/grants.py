@@ -124,6 +124,8 @@ WORKER_GRANTS: tuple[Grant, ...] = (
         "claim_picked",
         argument_types=("bigint[]", "timestamp with time zone[]", "pgqueue.limit_decision[]", "text", "interval"),
     ),
+    # An idle worker's claim while no limit exists (migration 0022).
+    Grant(("EXECUTE",), "FUNCTION", "claim_unlimited", argument_types=("integer", "text[]", "text", "interval")),
     # The acks a worker buffered, written by primary key whatever the statistics (migration 0021).
     Grant(
         ("EXECUTE",),

@@ -37,6 +37,11 @@ class ClaimedJob:
         return (self.id, self.attempt)
 
 
+def unlimited_claim(job_id: int | None, *columns: Any) -> ClaimedJob | None:
+    """A row of claim_unlimited: a claimed job, or None, its whole answer while a limit exists (nothing claimed)."""
+    return None if job_id is None else ClaimedJob(job_id, *columns)
+
+
 class FailedJob(NamedTuple):
     """A failure written: `status` is 'pending' for a retry (due at `run_at`, epoch seconds) or 'failed'."""
 

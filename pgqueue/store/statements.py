@@ -168,6 +168,15 @@ def record_outcomes_and_claim(
     return Query(QUERIES[name], params, rows.ClaimedJob)
 
 
+def claim_unlimited(
+    *, worker_id: str, limit: int, lease: timedelta, queues: Sequence[str] | None
+) -> Query[rows.ClaimedJob | None]:
+    """An idle worker's claim while no limit exists: up to `limit` jobs (of `queues`; None: all). While a limit
+    exists it claims nothing and its answer is [None]: send record_outcomes_and_claim, which decides the limits."""
+    params = {"limit": limit, "lease": lease, "queues": list(queues) if queues else None, "worker_id": worker_id}
+    return Query(QUERIES["claim_unlimited"], params, rows.unlimited_claim)
+
+
 def record_outcomes(
     *, worker_id: str, started: Collection[Attempt], completed: Sequence[tuple[int, int, str | None]]
 ) -> Command:

@@ -41,6 +41,7 @@ def test_every_table_is_covered() -> None:
         "pgqueue.limit_of(text)",
         "pgqueue.claim_picked(bigint[], timestamp with time zone[], pgqueue.limit_decision[], text, interval)",
         "pgqueue.record_outcomes(bigint[], integer[], bigint[], integer[], jsonb[], text)",
+        "pgqueue.claim_unlimited(integer, text[], text, interval)",
         "pgqueue.pending_in_line(integer, text[])",
         "pgqueue.queue_pending_in_line(text, integer)",
         "pgqueue.rate_text(integer, interval)",
