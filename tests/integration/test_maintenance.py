@@ -63,14 +63,6 @@ def test_a_long_prune_takes_one_statement_of_the_main_connection(dsn: str, db: p
     assert counts(db) == {"completed": 4, "failed": 3}
 
 
-def test_a_long_prune_rests_three_times_as_long_as_each_batch_took() -> None:
-    """A quarter of the time deleting, the rest left to the claims; never less than the minimum pause."""
-    assert maintenance.PRUNE_DUTY == 0.25
-    assert maintenance.prune_pause(0.015) == pytest.approx(0.045)
-    assert maintenance.prune_pause(0.2) == pytest.approx(0.6)
-    assert maintenance.prune_pause(0.0) == maintenance.PRUNE_PAUSE
-
-
 def test_a_short_prune_stays_on_the_main_connection(dsn: str, db: psycopg.Connection) -> None:
     insert_finished(db, 10, "completed", "8 days")
     # A prune DSN nobody listens on: a prune that needed its own connection would log that it stopped.
