@@ -4,6 +4,7 @@
   the handler starts and the completions a worker buffered, and returns the completed jobs (id, limit_keys).
   It replaces the two data-modifying CTEs the busy worker's claim began with, and the standalone acks.
 - Trigger `jobs_wake_held` (migration 0008) becomes a constraint trigger deferred to the end of the transaction.
+- JIT off in every function planned with sequential scans off (below).
 
 Why a function: a prepared statement is planned once for any values (a generic plan) and that plan is kept until
 the table's statistics change. Planned beside a near-empty table, the acks found their jobs by a sequential
@@ -22,10 +23,12 @@ the claim's grant_limits, which would have every freed slot woken for nothing (t
 a limit binds). Deferred to the commit, the trigger runs after the whole claim, as it did when the acks were
 part of the claim's own statement. Nothing else can take a freed slot before that commit anyway.
 
-Both this function and `claim_picked` turn JIT compilation off. On PostgreSQL before 18 a plan step that a
-setting disables is priced at ten billion, far over `jit_above_cost`: a statement of such a function that finds
-no other way (a scan of a table without a fitting index) would be compiled to machine code each time it is
-planned, tens of milliseconds (66 ms for a look at `pgqueue.queues` in a trial of a claim written as one function).
+This function, `claim_picked` and the workflow functions of migration 0010 planned with sequential scans off
+(`resolve_dependents`, `rearm_dependents`, `settle_new_dependencies`) turn JIT compilation off. On PostgreSQL before
+18 a plan step that a setting disables is priced at ten billion, far over `jit_above_cost`: a statement of such a
+function that finds no other way (a scan of a table without a fitting index) would be compiled to machine code each
+time it is planned, tens of milliseconds (66 ms for a look at `pgqueue.queues` in a trial of a claim written as one
+function).
 
 The function runs as its caller (the worker role needs EXECUTE, granted by `pgqueue grant`). Being VOLATILE,
 its statements take snapshots of their own, after the calling statement's: the claim makes it run first, so that
@@ -95,13 +98,19 @@ ARGUMENTS = "bigint[], integer[], bigint[], integer[], jsonb[], text"
 
 WAKE_HELD_WHEN = "WHEN (OLD.status = 'running' AND NEW.status <> 'running' AND OLD.limit_keys IS NOT NULL)"
 
-
-CLAIM_PICKED_ARGUMENTS = "bigint[], timestamptz[], pgqueue.limit_decision[], text, interval"
+# The earlier functions planned with sequential scans off (migrations 0010 and 0019): JIT off too (see above).
+SEQSCAN_OFF_FUNCTIONS = (
+    "pgqueue.claim_picked(bigint[], timestamptz[], pgqueue.limit_decision[], text, interval)",
+    "pgqueue.resolve_dependents(bigint[], text[])",
+    "pgqueue.rearm_dependents(bigint)",
+    "pgqueue.settle_new_dependencies()",
+)
 
 
 def upgrade() -> None:
     op.execute(RECORD_OUTCOMES)
-    op.execute(f"ALTER FUNCTION pgqueue.claim_picked({CLAIM_PICKED_ARGUMENTS}) SET jit = off")
+    for function in SEQSCAN_OFF_FUNCTIONS:
+        op.execute(f"ALTER FUNCTION {function} SET jit = off")
     op.execute(
         f"COMMENT ON FUNCTION pgqueue.record_outcomes({ARGUMENTS}) IS "
         "'a worker''s buffered handler starts and completions, written by primary key; returns the completed jobs'"
@@ -120,4 +129,5 @@ def downgrade() -> None:
         "EXECUTE FUNCTION pgqueue.wake_held()"
     )
     op.execute(f"DROP FUNCTION pgqueue.record_outcomes({ARGUMENTS})")
-    op.execute(f"ALTER FUNCTION pgqueue.claim_picked({CLAIM_PICKED_ARGUMENTS}) RESET jit")
+    for function in SEQSCAN_OFF_FUNCTIONS:
+        op.execute(f"ALTER FUNCTION {function} RESET jit")

@@ -260,8 +260,8 @@ picked_pending AS (
 -- make a late ack of a job that was rescued, cancelled or handed back a no-op. The ids, attempts and results are
 -- parallel arrays, one attempt per job (statements.latest_attempts). A busy worker runs it as the first CTE of its
 -- next claim (record_outcomes_and_claim*, composed in store/queries.py). Written in a function, the acks find their
--- jobs by primary key whatever the statistics, so this statement can be prepared: planned here, the prepared
--- plan, made once beside a near-empty table, kept finding them by a sequential scan as the table filled.
+-- jobs by primary key whatever the statistics, so this statement can be prepared: written in this statement, the
+-- prepared plan, made once beside a near-empty table, kept finding them by a sequential scan as the table filled.
 -- The arrays are not joined as a table (FROM unnest(...)) on purpose: on a table analyzed while nearly empty the
 -- planner expected one running job of this worker and looped over the whole batch once per running job, 26.6 ms
 -- for an ack of 115 beside 512 running.

@@ -15,8 +15,7 @@ import psycopg
 from pgqueue.store import statements
 from pgqueue.store.rows import ClaimedJob
 from pgqueue.store.run import fetch
-from pgqueue.worker.completer import Completer
-from pgqueue.worker.connection import MainConnection, Outages
+from tests.integration.completer_support import open_completer
 
 LEASE = timedelta(seconds=30)
 # What a claim leaves in a row (lease_expires_at as whether it is set: it is the claim's own now() + lease).
@@ -101,19 +100,7 @@ def test_a_worker_claiming_idle_honours_a_limit_declared_while_it_runs(dsn: str,
     db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'capped' FROM generate_series(1, 5)")
 
     async def go() -> tuple[list[int], list[int], bool]:
-        async def reconnected(_conn: Any) -> None:
-            return None
-
-        async def lost(_exc: BaseException) -> None:
-            raise AssertionError("the connection was not expected to fail")
-
-        connection = MainConnection(
-            dsn, lease=30, reconnect_max_delay=1, outages=Outages(), after_reconnect=reconnected
-        )
-        await connection.open()
-        completer = Completer(
-            connection, worker_id="w", lease=30, queues=None, on_lost=lost, on_retry_due=lambda _at: None
-        )
+        connection, completer = await open_completer(dsn, "w")
         try:
             first = await completer.flush_and_claim(1)
             assert first is not None

@@ -7,13 +7,11 @@ never got to run it (the worker was killed first) must go back uncharged.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import psycopg
 
 from pgqueue import Queue
-from pgqueue.worker.completer import Completer
-from pgqueue.worker.connection import MainConnection, Outages
+from tests.integration.completer_support import open_completer
 
 
 def _started(db: psycopg.Connection, job_id: int) -> bool:
@@ -36,19 +34,7 @@ def test_a_start_is_written_only_after_its_handler_was_entered(dsn: str, db: psy
     worker_id = "test:1:completer"
 
     async def go() -> None:
-        async def reconnected(_conn: Any) -> None:
-            return None
-
-        async def lost(_exc: BaseException) -> None:
-            raise AssertionError("the connection was not expected to fail")
-
-        connection = MainConnection(
-            dsn, lease=30, reconnect_max_delay=1, outages=Outages(), after_reconnect=reconnected
-        )
-        await connection.open()
-        completer = Completer(
-            connection, worker_id=worker_id, lease=30, queues=None, on_lost=lost, on_retry_due=lambda _at: None
-        )
+        connection, completer = await open_completer(dsn, worker_id)
         try:
             claimed = await completer.flush_and_claim(1)
             assert claimed is not None and [job.id for job in claimed] == [job_id]

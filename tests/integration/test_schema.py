@@ -397,3 +397,16 @@ def test_wheel_ships_migrations(tmp_path: Path) -> None:
     assert "pgqueue/sql/demo.sql" in names  # every .sql file of the folder: the store's loader reads them all
     for package in ("store", "queue", "worker", "cron", "cli"):
         assert f"pgqueue/{package}/__init__.py" in names
+
+
+def test_the_functions_planned_with_sequential_scans_off_never_jit_compile(db: psycopg.Connection) -> None:
+    """Before PostgreSQL 18 a step a setting disables is priced over jit_above_cost: a statement of such a function
+    with no other way would be compiled to machine code each time it is planned (66 ms in a trial). Each function
+    that turns sequential scans off turns JIT off too."""
+    rows = db.execute(
+        "SELECT proname, proconfig FROM pg_proc WHERE pronamespace = 'pgqueue'::regnamespace "
+        "AND 'enable_seqscan=off' = ANY(proconfig)"
+    ).fetchall()
+    names = {name for name, _config in rows}
+    assert {"claim_picked", "record_outcomes", "claim_unlimited"} <= names, names
+    assert all("jit=off" in config for _name, config in rows), rows
