@@ -57,7 +57,7 @@ DEFAULT_MAX_ATTEMPTS = 5
 # The newest migration this code needs (a test pins it to the head of migrations/). A worker refuses a database
 # behind it with one clear line; a database ahead of it (newer code migrated it first: a rolling deploy) is fine,
 # as migrations only add what older code does not read.
-REVISION = "0022"
+REVISION = "0023"
 
 metadata = MetaData(schema=SCHEMA)
 # The documented views over `jobs` (migration 0011, plain SQL: not part of the metadata).
