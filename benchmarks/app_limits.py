@@ -1,6 +1,7 @@
 """The limits benchmark's app: `pgqueue work --app app_limits` (benchmarks/ on PYTHONPATH). Tasks that do the
-same nothing: one limited to 50 running at once across all workers (it binds), one to ROOMY (it never binds:
-what the bookkeeping of a limit costs), one to RATE starts a second (it binds: the workers could start more), one
+same nothing: one limited to 50 running at once across all workers (it binds), one to ROOMY (it never binds,
+not even on the jobs the workers claim ahead, which take slots too: what the bookkeeping of a limit costs), one to
+RATE starts a second (it binds: the workers could start more), one
 to KEY_RATE starts a second per value of `group` (it does not bind), one unlimited."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pgqueue import Queue
 
 queue = Queue()
 LIMIT = 50
-ROOMY = 1000
+ROOMY = 2000  # two workers hold at most 2 x 512 jobs (running and claimed ahead)
 RATE = 2000
 KEY_RATE = 1000
 

@@ -1,8 +1,11 @@
-"""What a concurrency limit costs: drain a task limited to 50 running at once, one limited to 1000 and an unlimited
+"""What a concurrency limit costs: drain a task limited to 50 running at once, one limited to 2000 and an unlimited
 one, side by side (rounds in alternating order, each drain in a fresh database), with real `pgqueue work --burst`
-processes whose concurrency adds up to more than 50, so the limit of 50 binds and the limit of 1000 never does
-(what a limit's bookkeeping costs). Prints jobs/s of each, the ratios, and the row updates per job (a job parked as
-held, denied a slot, costs one more).
+processes whose concurrency adds up to more than 50, so the limit of 50 binds and the limit of 2000 never does, not
+even on the jobs claimed ahead (what a limit's bookkeeping costs). And the unlimited task once more with the
+workers' own settings keeping at most 50 jobs in flight (concurrency 50 / workers each, nothing claimed ahead): the
+most that any limit of 50 leaves room for, since a slot frees only when its job's end is written and a claim must
+come back before the next job takes it. Prints jobs/s of each, the ratios, and the row updates per job (a job
+parked as held, denied a slot, costs one more).
 
 With --rates, what a rate limit costs instead: the unlimited task, a task limited to 1000 starts a second per
 value of its `group` argument over 100 groups (never binding: what the bookkeeping costs), and a task limited to
@@ -30,7 +33,7 @@ from pgqueue.store import migrate
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from app_limits import ROOMY  # noqa: E402
+from app_limits import LIMIT, ROOMY  # noqa: E402
 from common import Server  # noqa: E402
 
 PGQUEUE = str(Path(sys.executable).parent / "pgqueue")
@@ -225,23 +228,30 @@ def main() -> None:
         finally:
             server.drop_all()
         return
-    rates: dict[str, list[float]] = {"unlimited": [], "limited": [], "roomy": []}
-    updates: dict[str, list[int]] = {"unlimited": [], "limited": [], "roomy": []}
+    cases = ("unlimited", "limited", "roomy", "capped")
+    rates: dict[str, list[float]] = {case: [] for case in cases}
+    updates: dict[str, list[int]] = {case: [] for case in cases}
+    in_flight = LIMIT // args.workers  # per worker, for the capped case
     try:
         for round_number in range(1, args.rounds + 1):
-            for task in list(rates) if round_number % 2 else list(reversed(rates)):
-                dsn, _name = server.create_database(f"limits_{task}_{round_number}")
+            for case in cases if round_number % 2 else tuple(reversed(cases)):
+                dsn, _name = server.create_database(f"limits_{case}_{round_number}")
                 migrate.upgrade(dsn)
-                extra = [] if args.prefetch is None else ["--prefetch", str(args.prefetch)]
-                elapsed, row_updates = drain(dsn, task, args.jobs, args.seconds, args.workers, args.concurrency, extra)
-                rates[task].append(args.jobs / elapsed)
-                updates[task].append(row_updates)
-                print(f"round {round_number} {task:>9}: {args.jobs / elapsed:8.0f} jobs/s ({elapsed:.2f} s)")
+                if case == "capped":
+                    task, concurrency, extra = "unlimited", in_flight, ["--prefetch", "0"]
+                else:
+                    task, concurrency = case, args.concurrency
+                    extra = [] if args.prefetch is None else ["--prefetch", str(args.prefetch)]
+                elapsed, row_updates = drain(dsn, task, args.jobs, args.seconds, args.workers, concurrency, extra)
+                rates[case].append(args.jobs / elapsed)
+                updates[case].append(row_updates)
+                print(f"round {round_number} {case:>9}: {args.jobs / elapsed:8.0f} jobs/s ({elapsed:.2f} s)")
     finally:
         server.drop_all()
     unlimited = statistics.median(rates["unlimited"])
     limited = statistics.median(rates["limited"])
     roomy = statistics.median(rates["roomy"])
+    capped = statistics.median(rates["capped"])
     print()
     prefetch = "default" if args.prefetch is None else args.prefetch
     print(
@@ -251,6 +261,11 @@ def main() -> None:
     print(f"unlimited task:              {unlimited:8.0f} jobs/s (median of {args.rounds})")
     print(f"limited task (concurrency 50): {limited:6.0f} jobs/s (median of {args.rounds})")
     print(f"limited / unlimited:         {limited / unlimited:8.1%}")
+    print(
+        f"unlimited, at most {in_flight * args.workers} in flight ({args.workers} workers x concurrency {in_flight}, "
+        f"prefetch 0): {capped:6.0f} jobs/s, {capped / unlimited:.1%} of unlimited"
+    )
+    print(f"limited / unlimited at most {in_flight * args.workers} in flight: {limited / capped:6.1%}")
     print(f"task limited to {ROOMY} (never binds): {roomy:6.0f} jobs/s, {roomy / unlimited:.1%} of unlimited")
     per_job = {task: statistics.median(values) / args.jobs for task, values in updates.items()}
     print(

@@ -155,13 +155,22 @@ $$
 GRANT_LIMITS_SIGNATURE = "pgqueue.grant_limits(bigint[], integer[], bigint[], integer)"
 GRANT_LIMITS_SETTINGS = ("plan_cache_mode = force_generic_plan", "enable_seqscan = off", "jit = off")
 
-# Inserted into migration 0016's grant_limits where the key's stripes are set up and the rates not yet read (the
-# function is otherwise unchanged: the loop decides every other case).
+# Inserted into migration 0016's grant_limits once the candidates' limit keys are read, before their rate keys
+# (the loop after it decides every other case).
 ONE_KEY_PATH = """
-    IF rate_names IS NULL AND cardinality(key_names) = 1 AND cardinality(need_ids) = cardinality(candidates) THEN
-        -- Every candidate under this one key, and no rate: the loop's decisions for all candidates at once.
+    IF cardinality(key_names) = 1 AND cardinality(need_ids) = cardinality(candidates)
+       AND NOT EXISTS (
+           -- A rate that could apply to a candidate: any on a queue; with a task's key (every candidate is of that
+           -- task), one on that task; with a queue's key, any.
+           SELECT FROM pgqueue.limits AS rated
+           WHERE rated.rate IS NOT NULL
+             AND (rated.scope <> 'task' OR key_scopes[1] <> 'task' OR rated.target = key_targets[1])
+       ) THEN
+        -- Every candidate under this one key, and no rate: the loop's decisions for all candidates at once, with
+        -- its locks (the key's own, shared; then its stripes, tried) and its counts.
         DECLARE
             wanted_slots integer := cardinality(candidates);
+            finished_holding bigint;  -- slots of the key that the jobs this statement completes free
             first_stripe integer;
             locked boolean[] := ARRAY[false, false, false, false];  -- per stripe 0..3: its lock is ours
             free integer[] := ARRAY[0, 0, 0, 0];  -- per stripe 0..3 that is ours: slots free
@@ -169,6 +178,24 @@ ONE_KEY_PATH = """
             taken integer := 0;  -- candidates granted
             others_locked boolean := false;
         BEGIN
+            PERFORM pg_advisory_xact_lock_shared(hashtextextended(key_names[1], 8008));
+            -- The loop's stripe order, and in the same look at the completed jobs the slots of the key they free.
+            SELECT array_agg(
+                       g.stripe ORDER BY g.stripe = ANY(freed.stripes) DESC, (g.stripe - pg_backend_pid() % 4 + 4) % 4
+                   ),
+                   min(freed.holding)
+            INTO stripe_order, finished_holding
+            FROM generate_series(0, 3) AS g(stripe)
+            CROSS JOIN (
+                SELECT coalesce(array_agg(DISTINCT done.limit_stripe), ARRAY[]::smallint[]) AS stripes,
+                       coalesce(sum(cardinality(array_positions(done.limit_keys, key_names[1]))), 0) AS holding
+                FROM pgqueue.jobs AS done
+                WHERE done.id = ANY(coalesce(finished, ARRAY[]::bigint[]))
+            ) AS freed;
+            stripe_cap := ARRAY[
+                pgqueue.stripe_slots(key_caps[1], 0), pgqueue.stripe_slots(key_caps[1], 1),
+                pgqueue.stripe_slots(key_caps[1], 2), pgqueue.stripe_slots(key_caps[1], 3)
+            ];
             FOREACH first_stripe IN ARRAY stripe_order LOOP
                 EXIT WHEN stripe_cap[first_stripe + 1] > 0;  -- a limit under 4 has stripes without slots
             END LOOP;
@@ -208,16 +235,17 @@ ONE_KEY_PATH = """
                 taken := taken + greatest(free[stripe_order[place] + 1], 0);
                 last_taker[place] := taken;
             END LOOP;
-            -- A candidate left over has `taken` granted ahead of it and the rest of those ahead denied, so
-            -- positions - ord + taken of the jobs ahead of it in the claim run now (runs_before in the loop).
+            -- A candidate left over is left pending when this claim took a slot of the key (see HAND_ON), else
+            -- held unless the worker would only hold it in memory: with nothing granted ahead of it, every
+            -- candidate ahead was denied, so positions - ord of the jobs ahead of it run now (runs_before).
             RETURN QUERY
             SELECT candidate.id,
                    CASE WHEN candidate.ord <= taken THEN ARRAY[key_names[1]] END,
-                   CASE WHEN candidate.ord > taken AND candidate.pos - candidate.ord + taken < free_slots
+                   CASE WHEN candidate.ord > taken AND taken = 0 AND candidate.pos - candidate.ord < free_slots
                         THEN key_names[1] END,
                    NULL::text,
                    NULL::timestamptz,
-                   candidate.ord > taken AND candidate.pos - candidate.ord + taken >= free_slots,
+                   candidate.ord > taken AND (taken > 0 OR candidate.pos - candidate.ord >= free_slots),
                    false,
                    (CASE WHEN candidate.ord <= last_taker[1] THEN stripe_order[1]
                          WHEN candidate.ord <= last_taker[2] THEN stripe_order[2]
@@ -226,30 +254,69 @@ ONE_KEY_PATH = """
             FROM unnest(candidates, positions) WITH ORDINALITY AS candidate(id, pos, ord)
             ORDER BY candidate.ord;
             -- The slots of jobs this statement completes that this claim took again (as at the loop's end).
-            IF coalesce(cardinality(finished), 0) > 0 AND taken > 0 THEN
-                SELECT jsonb_build_object(key_names[1], least(count(*), least(taken, wanted_slots)))
-                INTO reused
-                FROM pgqueue.jobs AS done, unnest(done.limit_keys) AS held_key
-                WHERE done.id = ANY(finished) AND held_key = key_names[1]
-                HAVING count(*) > 0;
-                IF reused IS NOT NULL THEN
-                    PERFORM set_config('pgqueue.reused_slots', reused::text, true);
-                END IF;
+            IF finished_holding > 0 AND taken > 0 THEN
+                PERFORM set_config(
+                    'pgqueue.reused_slots',
+                    jsonb_build_object(key_names[1], least(finished_holding, taken, wanted_slots))::text,
+                    true
+                );
             END IF;
             RETURN;
         END;
     END IF;
 """
 ONE_KEY_PATH_BEFORE = """
-    IF rate_names IS NOT NULL THEN
-        -- The grant's instant"""
+    WITH r AS MATERIALIZED (SELECT * FROM pgqueue.job_rate_keys(candidates)),"""
 
 
-def _grant_limits_with_one_key_path(text_0016: str) -> str:
-    assert text_0016.count(ONE_KEY_PATH_BEFORE) == 1, "migration 0016's grant_limits is not the text expected"
-    return text_0016.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1).replace(
-        ONE_KEY_PATH_BEFORE, ONE_KEY_PATH.rstrip("\n") + ONE_KEY_PATH_BEFORE, 1
-    )
+# In the loop, where a candidate denied a slot is told apart from one the worker would only hold in memory.
+HAND_ON_BEFORE = """
+        IF full_key IS NOT NULL AND runs_before >= free_slots THEN"""
+HAND_ON = """
+        IF full_key IS NOT NULL
+           AND (runs_before >= free_slots OR key_granted[array_position(key_names, full_key)] > 0) THEN
+            -- Also when this claim took a slot of that key: the worker claims again as that slot frees (the
+            -- claim's answer says `slotted`), and takes the next job then. Parked, the job would cost two row
+            -- writes and wake a worker for nothing; a worker without a slot of the key still parks it."""
+
+
+# wake_held (migration 0015) when no job is held for a slot its completion frees and that slot was not taken again
+# in the same statement: the jobs waiting for it may be pending now (HAND_ON: a claim whose worker held a slot of
+# the key left them so), and only that worker's next claim would take them. Idle workers of the job's queue are told
+# instead, as they would be of a job woken from held, when the queue has jobs due (one probe of its claim index).
+WAKE_PENDING_BEFORE = """
+    IF NOT EXISTS (SELECT FROM pgqueue.jobs WHERE status = 'held' AND held_by = ANY(freed)) THEN
+        RETURN NULL;
+    END IF;"""
+WAKE_PENDING = """
+    IF NOT EXISTS (SELECT FROM pgqueue.jobs WHERE status = 'held' AND held_by = ANY(freed)) THEN
+        IF EXISTS (
+            SELECT FROM pgqueue.jobs AS due
+            WHERE due.status = 'pending' AND due.queue = OLD.queue AND due.run_at <= now()
+        ) THEN
+            PERFORM pg_notify('pgqueue_jobs', json_build_object('queue', OLD.queue, 'run_at', 0)::text);
+        END IF;
+        RETURN NULL;
+    END IF;"""
+
+
+def wake_held(text_0015: str) -> str:
+    """Migration 0015's wake_held, telling idle workers of a freed slot that no held job waits for."""
+    assert text_0015.count(WAKE_PENDING_BEFORE) == 1, "migration 0015's wake_held is not the text expected"
+    return text_0015.replace(WAKE_PENDING_BEFORE, WAKE_PENDING, 1)
+
+
+def grant_limits_loop(text_0016: str) -> str:
+    """Migration 0016's grant_limits with the hand-on rule (HAND_ON): the loop as this migration leaves it."""
+    assert text_0016.count(HAND_ON_BEFORE) == 1, "migration 0016's grant_limits is not the text expected"
+    return text_0016.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1).replace(HAND_ON_BEFORE, HAND_ON, 1)
+
+
+def grant_limits(text_0016: str) -> str:
+    """This migration's grant_limits: the loop with the hand-on rule, and the one-key path before it."""
+    loop = grant_limits_loop(text_0016)
+    assert loop.count(ONE_KEY_PATH_BEFORE) == 1, "migration 0016's grant_limits is not the text expected"
+    return loop.replace(ONE_KEY_PATH_BEFORE, ONE_KEY_PATH.rstrip("\n") + ONE_KEY_PATH_BEFORE, 1)
 
 
 def _migration(filename: str) -> ModuleType:
@@ -265,7 +332,8 @@ def _migration(filename: str) -> ModuleType:
 def upgrade() -> None:
     for function in (PENDING_IN_LINE, QUEUE_PENDING_IN_LINE, HELD_IN_LINE, STRIPE_RUNNING):
         op.execute(function)
-    op.execute(_grant_limits_with_one_key_path(_migration("0016_limit_stripes.py").GRANT_LIMITS))
+    op.execute(grant_limits(_migration("0016_limit_stripes.py").GRANT_LIMITS))
+    op.execute(wake_held(_migration("0015_held_in_line.py").WAKE_HELD))
     for setting in GRANT_LIMITS_SETTINGS:
         op.execute(f"ALTER FUNCTION {GRANT_LIMITS_SIGNATURE} SET {setting}")
 
@@ -275,10 +343,12 @@ def downgrade() -> None:
         op.execute(f"ALTER FUNCTION {GRANT_LIMITS_SIGNATURE} RESET {setting.split(' ')[0]}")
     stripes = _migration("0016_limit_stripes.py")
     pending = _migration("0017_pending_in_line.py")
+    held = _migration("0015_held_in_line.py")
+    op.execute(held.WAKE_HELD)
     for text in (
         pending.PENDING_IN_LINE,
         pending.QUEUE_PENDING_IN_LINE,
-        _migration("0015_held_in_line.py").HELD_IN_LINE,
+        held.HELD_IN_LINE,
         stripes.STRIPE_RUNNING,
         stripes.GRANT_LIMITS,
     ):

@@ -120,13 +120,14 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_co
 -- args come back as text: the worker parses each job's on its own, so one unreadable row fails alone.
 -- Limits (pgqueue.limits, read once per claim like the paused queues): picked jobs of a limited task or queue
 -- go through pgqueue.grant_limits (migrations 0008 and 0014), which grants free slots and rate starts exactly.
--- A job denied a slot is parked as `held`; one a full rate window turns away stays pending with run_at moved to
+-- A job denied a slot is parked as `held` (but see no_slot below); one a full rate window turns away stays pending with run_at moved to
 -- when a start frees (`deferred_by`, `due_at`); both uncharged, and both come back with `held` true so the worker
 -- knows the batch was not short for want of jobs. A rate-limited job that would only wait in the worker's
 -- memory (no free slot there: `free`) is not claimed at all and comes back as a `no_slot` row, so that a start
 -- is counted only for a handler about to run; so does a job under a concurrency limit that it would only hold
--- in memory while the limit has no slot free (migration 0016). With no limited job picked, grant_limits is
--- never called.
+-- in memory while the limit has no slot free (migration 0016), and a job denied a slot of a key of which this
+-- claim took a slot (migration 0023: the worker claims again as that slot frees). With no limited job picked,
+-- grant_limits is never called.
 -- `finished` names the jobs this statement completes (composed in store/queries.py): their slots are free for
 -- this claim. grant_limits serves its candidates in picked's order, which a CTE scan keeps (no second sort), and
 -- is told each one's place in the claim (`positions`): the jobs ahead of it that run take the free slots first.

@@ -1,6 +1,6 @@
-"""grant_limits' one-key path (migration 0023) decides exactly as the loop it stands in for (migration 0016).
+"""grant_limits' one-key path (migration 0023) decides exactly as the loop it stands in for.
 
-The loop is installed beside it as a temporary function, from migration 0016's own text, and both are asked the
+The loop is installed beside it as a temporary function, from the migrations' own text, and both are asked the
 same questions: generated states of one limit key (running jobs spread over the stripes, some of no stripe or of
 a stripe out of range, some completed by the calling statement, stripes another claim holds locked), candidates
 at gapped places in a claim, and workers with few or many free slots. Their answers and the slots they report as
@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import random
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 import pytest
@@ -18,13 +19,19 @@ import pytest
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations" / "versions"
 
 
-def _loop_text() -> str:
-    spec = importlib.util.spec_from_file_location("pgqueue_migration_0016", MIGRATIONS / "0016_limit_stripes.py")
+def _migration(filename: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"pgqueue_migration_{filename[:4]}", MIGRATIONS / filename)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    text = module.GRANT_LIMITS.replace("CREATE FUNCTION pgqueue.grant_limits(", "CREATE FUNCTION pg_temp.loop(", 1)
-    assert "pg_temp.loop(" in text
+    return module
+
+
+def _loop_text() -> str:
+    """The loop as migration 0023 leaves it (0016's, with the hand-on rule), without the one-key path."""
+    text = _migration("0023_kept_plans.py").grant_limits_loop(_migration("0016_limit_stripes.py").GRANT_LIMITS)
+    text = text.replace("FUNCTION pgqueue.grant_limits(", "FUNCTION pg_temp.loop(", 1)
+    assert "pg_temp.loop(" in text and "cardinality(key_names) = 1" not in text
     return text
 
 

@@ -230,15 +230,18 @@ def test_with_no_limits_the_claim_never_calls_grant_limits(db: psycopg.Connectio
     assert db.execute("SELECT count(*) FROM pgqueue.jobs WHERE status = 'running'").fetchone()[0] == 5
 
 
-def _claim_with_acks(db: psycopg.Connection, worker: str, done: list[tuple[int, int]]) -> list[tuple[int, str, bool]]:
-    """One worker's claim that also completes `done` (id, attempt): (id, task, held) of each row it returns."""
+def _claim_with_acks(
+    db: psycopg.Connection, worker: str, done: list[tuple[int, int]], limit: int = 10
+) -> list[tuple[int, str | None, bool]]:
+    """One worker's claim that also completes `done` (id, attempt): (id, task, held) of each row it returns (a job
+    left pending for want of a slot comes back held, without a task)."""
     from datetime import timedelta
 
     from pgqueue.store import statements
     from pgqueue.store.run import fetch
 
     query = statements.record_outcomes_and_claim(
-        worker_id=worker, limit=10, lease=timedelta(seconds=30), queues=None,
+        worker_id=worker, limit=limit, lease=timedelta(seconds=30), queues=None,
         completed=[(job_id, attempt, None) for job_id, attempt in done],
     )  # fmt: skip
     return [(job.id, job.task, job.held) for job in fetch(db, query)]
@@ -249,12 +252,14 @@ def _statuses(db: psycopg.Connection) -> dict[int, str]:
 
 
 def test_the_claim_that_frees_a_slot_hands_it_to_the_held_job_first(db: psycopg.Connection) -> None:
-    """A held job goes straight to running in the statement that completes the job holding its slot (ahead of the
-    pending jobs behind it, which are held in turn), and the completion wakes nothing: the slot was handed on."""
+    """A held job goes straight to running in the statement that completes the job holding its slot, ahead of the
+    pending job behind it, which that claim leaves pending and untouched (its worker holds the key's slot again and
+    claims as it frees); and the completion wakes nothing: the slot was handed on."""
     db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
     first, second = (row[0] for row in db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('a') RETURNING id"))
-    claimed = _claim_with_acks(db, "w", [])
-    assert claimed == [(first, "a", False), (second, "a", True)]
+    assert _claim_with_acks(db, "w", [], limit=1) == [(first, "a", False)]
+    # Another worker, which holds no slot of the key, parks the job it cannot start.
+    assert _claim_with_acks(db, "v", []) == [(second, "a", True)]
     assert _statuses(db) == {first: "running", second: "held"}
     (third,) = db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a') RETURNING id").fetchone()
     updates = "SELECT n_tup_upd FROM pg_stat_xact_user_tables WHERE relid = 'pgqueue.jobs'::regclass"
@@ -262,13 +267,43 @@ def test_the_claim_that_frees_a_slot_hands_it_to_the_held_job_first(db: psycopg.
         (before,) = db.execute(updates).fetchone()  # this backend's row writes not yet sent to the statistics
         claimed = _claim_with_acks(db, "w", [(first, 1)])
         (after,) = db.execute(updates).fetchone()
-    # Three rows written: first completed, second running, third held. The acks are written in a function, whose row
-    # triggers would fire before the claim took the slot: the wake is deferred to the commit, where it sees the slot
-    # taken. Fired at once, it would have woken the second job first (held -> pending -> running: 4).
-    assert after - before == 3
-    assert claimed == [(second, "a", False), (third, "a", True)]
-    assert _statuses(db) == {first: "completed", second: "running", third: "held"}
+    # Two rows written: first completed, second running (third is left as it was). The acks are written in a
+    # function, whose row triggers would fire before the claim took the slot: the wake is deferred to the commit,
+    # where it sees the slot taken. Fired at once, it would have woken the second job first (held -> pending ->
+    # running: 3).
+    assert after - before == 2
+    assert claimed == [(second, "a", False), (third, None, True)]
+    assert _statuses(db) == {first: "completed", second: "running", third: "pending"}
     assert db.execute("SELECT attempts, worker_id FROM pgqueue.jobs WHERE id = %s", (second,)).fetchone() == (1, "w")
+    assert db.execute("SELECT attempts FROM pgqueue.jobs WHERE id = %s", (third,)).fetchone() == (0,)
+
+
+def test_a_slot_freed_by_acks_alone_tells_idle_workers_of_the_jobs_left_pending(
+    dsn: str, db: psycopg.Connection
+) -> None:
+    """The claim that took the key's only slot left the job behind it pending. When its worker then writes that
+    job's completion alone (as a stopping worker does), no job is held for the freed slot, so the completion tells
+    the queue's idle workers, and one takes the job at once; with no job of the queue due, it tells nobody."""
+    import json
+
+    from pgqueue.store import statements
+    from pgqueue.store.run import count
+
+    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
+    first, second, third = (
+        row[0] for row in db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('a'), ('a') RETURNING id")
+    )
+    assert _claim_with_acks(db, "w", [], limit=1) == [(first, "a", False)]
+    assert _claim_with_acks(db, "w", [(first, 1)], limit=2) == [(second, "a", False), (third, None, True)]
+    with psycopg.connect(dsn, autocommit=True) as listener:
+        listener.execute("LISTEN pgqueue_jobs")
+        count(db, statements.record_outcomes(worker_id="w", started=(), completed=[(second, 1, None)]))
+        told = [json.loads(note.payload) for note in listener.notifies(timeout=5, stop_after=1)]
+        assert told == [{"queue": "default", "run_at": 0}]
+        assert _claim_with_acks(db, "v", []) == [(third, "a", False)]
+        count(db, statements.record_outcomes(worker_id="v", started=(), completed=[(third, 1, None)]))
+        assert list(listener.notifies(timeout=0.5)) == []
+    assert _statuses(db) == {first: "completed", second: "completed", third: "completed"}
 
 
 def test_a_freed_slot_is_not_handed_to_a_held_job_of_a_paused_queue(db: psycopg.Connection) -> None:
@@ -325,8 +360,9 @@ def _count(db: psycopg.Connection, status: str) -> int:
 
 def test_two_claims_of_one_key_do_not_wait_for_each_other_and_stay_exact(dsn: str, db: psycopg.Connection) -> None:
     """A claim still in flight holds one stripe of the key (2 of its 8 slots): a second claim skips that stripe
-    instead of waiting for it (a wait would hit lock_timeout), takes the other stripes' 6 slots and holds the
-    rest; once both commit, exactly 8 run."""
+    instead of waiting for it (a wait would hit lock_timeout), takes the other stripes' 6 slots and leaves the
+    rest pending (its worker holds slots of the key and claims again as they free); once both commit, exactly 8
+    run."""
     db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 8)")
     db.execute("INSERT INTO pgqueue.jobs (task) SELECT 'a' FROM generate_series(1, 16)")
     with psycopg.connect(dsn) as first, psycopg.connect(dsn, autocommit=True) as second:
@@ -336,7 +372,7 @@ def test_two_claims_of_one_key_do_not_wait_for_each_other_and_stay_exact(dsn: st
         running = [row for row in claimed if not row[6]]  # column 6: held
         assert (len(running), len(claimed) - len(running)) == (6, 4)
         first.commit()
-    assert (_count(db, "running"), _count(db, "held"), _count(db, "pending")) == (8, 4, 4)
+    assert (_count(db, "running"), _count(db, "held"), _count(db, "pending")) == (8, 0, 8)
     stripes = db.execute(
         "SELECT limit_stripe, count(*) FROM pgqueue.jobs WHERE status = 'running' GROUP BY 1 ORDER BY 1"
     ).fetchall()
@@ -384,7 +420,8 @@ def test_held_jobs_taken_for_freed_slots_count_towards_the_claims_limit(db: psyc
     nothing more: the pending job behind it is left pending (untouched, unspent), not picked only to be parked."""
     db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
     first, second = (row[0] for row in db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('a') RETURNING id"))
-    assert _claim_with_acks(db, "w", []) == [(first, "a", False), (second, "a", True)]
+    assert _claim_with_acks(db, "w", [], limit=1) == [(first, "a", False)]
+    assert _claim_with_acks(db, "v", []) == [(second, "a", True)]  # parked by a worker without a slot of the key
     (third,) = db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a') RETURNING id").fetchone()
     from datetime import timedelta
 
