@@ -280,32 +280,6 @@ HAND_ON = """
             -- writes and wake a worker for nothing; a worker without a slot of the key still parks it."""
 
 
-# wake_held (migration 0015) when no job is held for a slot its completion frees and that slot was not taken again
-# in the same statement: the jobs waiting for it may be pending now (HAND_ON: a claim whose worker held a slot of
-# the key left them so), and only that worker's next claim would take them. Idle workers of the job's queue are told
-# instead, as they would be of a job woken from held, when the queue has jobs due (one probe of its claim index).
-WAKE_PENDING_BEFORE = """
-    IF NOT EXISTS (SELECT FROM pgqueue.jobs WHERE status = 'held' AND held_by = ANY(freed)) THEN
-        RETURN NULL;
-    END IF;"""
-WAKE_PENDING = """
-    IF NOT EXISTS (SELECT FROM pgqueue.jobs WHERE status = 'held' AND held_by = ANY(freed)) THEN
-        IF EXISTS (
-            SELECT FROM pgqueue.jobs AS due
-            WHERE due.status = 'pending' AND due.queue = OLD.queue AND due.run_at <= now()
-        ) THEN
-            PERFORM pg_notify('pgqueue_jobs', json_build_object('queue', OLD.queue, 'run_at', 0)::text);
-        END IF;
-        RETURN NULL;
-    END IF;"""
-
-
-def wake_held(text_0015: str) -> str:
-    """Migration 0015's wake_held, telling idle workers of a freed slot that no held job waits for."""
-    assert text_0015.count(WAKE_PENDING_BEFORE) == 1, "migration 0015's wake_held is not the text expected"
-    return text_0015.replace(WAKE_PENDING_BEFORE, WAKE_PENDING, 1)
-
-
 def grant_limits_loop(text_0016: str) -> str:
     """Migration 0016's grant_limits with the hand-on rule (HAND_ON): the loop as this migration leaves it."""
     assert text_0016.count(HAND_ON_BEFORE) == 1, "migration 0016's grant_limits is not the text expected"
@@ -333,7 +307,6 @@ def upgrade() -> None:
     for function in (PENDING_IN_LINE, QUEUE_PENDING_IN_LINE, HELD_IN_LINE, STRIPE_RUNNING):
         op.execute(function)
     op.execute(grant_limits(_migration("0016_limit_stripes.py").GRANT_LIMITS))
-    op.execute(wake_held(_migration("0015_held_in_line.py").WAKE_HELD))
     for setting in GRANT_LIMITS_SETTINGS:
         op.execute(f"ALTER FUNCTION {GRANT_LIMITS_SIGNATURE} SET {setting}")
 
@@ -344,7 +317,6 @@ def downgrade() -> None:
     stripes = _migration("0016_limit_stripes.py")
     pending = _migration("0017_pending_in_line.py")
     held = _migration("0015_held_in_line.py")
-    op.execute(held.WAKE_HELD)
     for text in (
         pending.PENDING_IN_LINE,
         pending.QUEUE_PENDING_IN_LINE,

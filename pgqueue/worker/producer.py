@@ -66,6 +66,9 @@ class Producer:
         # limit that a claim found full (the same: each job claimed ahead of a full limit is left pending). Jobs
         # under a limit with slots to spare are claimed ahead like any other, each taking a slot (migration 0016).
         self._no_claim_ahead = False
+        # Queues of the jobs our claims took a concurrency slot for. Such a claim leaves the jobs of that limit it
+        # cannot start pending (migration 0023) for our next claim; a worker that stops tells these queues instead.
+        self.slot_queues: set[str] = set()
 
     def take_parked_held(self) -> bool:
         """Whether a claim of ours parked held jobs since the last call (maintenance's cue to look at them)."""
@@ -163,6 +166,8 @@ class Producer:
         for job in claimed:  # one pass over the batch: what the limits said of each job
             rated = rated or job.rated
             slotted = slotted or job.slotted
+            if job.slotted and not job.held and job.queue is not None:
+                self.slot_queues.add(job.queue)
             if job.no_slot:
                 no_slot = True
             elif job.due_at is not None:

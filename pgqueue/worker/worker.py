@@ -326,12 +326,22 @@ class Worker:
         await self.completer.flush()
         if self._slots.running:
             await self._hand_back()
+        await self._tell_slot_queues()
         if self.completer:
             log.warning(
                 "could not write %d outcome(s): the database is unreachable; their jobs are rescued once their "
                 "leases expire",
                 len(self.completer.pending.completed) + len(self.completer.pending.failed),
             )
+
+    async def _tell_slot_queues(self) -> None:
+        """Our claims that took a slot of a limit left the jobs of it they could not start pending, for our next
+        claim, which will not come: the queues' idle workers are told (as a freed slot's held job would be)."""
+        for queue_name in sorted(self.producer.slot_queues):
+            try:
+                await self.connection.count(statements.notify_queue(queue_name))
+            except psycopg.OperationalError:
+                return  # their polls find the jobs
 
     async def _release(self, attempts: list[Attempt], reason: str | None, what: str) -> None:
         """Jobs (claimed ahead, or cut short) go back to pending at once, their attempt not counted."""

@@ -278,32 +278,30 @@ def test_the_claim_that_frees_a_slot_hands_it_to_the_held_job_first(db: psycopg.
     assert db.execute("SELECT attempts FROM pgqueue.jobs WHERE id = %s", (third,)).fetchone() == (0,)
 
 
-def test_a_slot_freed_by_acks_alone_tells_idle_workers_of_the_jobs_left_pending(
-    dsn: str, db: psycopg.Connection
-) -> None:
-    """The claim that took the key's only slot left the job behind it pending. When its worker then writes that
-    job's completion alone (as a stopping worker does), no job is held for the freed slot, so the completion tells
-    the queue's idle workers, and one takes the job at once; with no job of the queue due, it tells nobody."""
+@pytest.mark.timeout(120)
+def test_a_stopping_worker_tells_the_queues_it_held_slots_in(jobs: Queue, dsn: str, db: psycopg.Connection) -> None:
+    """A worker claims 4 jobs of a task limited to 3: it starts 3 and leaves the fourth pending, untouched, for its
+    own next claim. Stopped instead, it finishes the 3 and then notifies their queue, so that an idle worker takes
+    the fourth at once rather than at its next poll."""
     import json
 
-    from pgqueue.store import statements
-    from pgqueue.store.run import count
-
-    db.execute("INSERT INTO pgqueue.limits (name, scope, target, concurrency) VALUES ('task:a', 'task', 'a', 1)")
-    first, second, third = (
-        row[0] for row in db.execute("INSERT INTO pgqueue.jobs (task) VALUES ('a'), ('a'), ('a') RETURNING id")
-    )
-    assert _claim_with_acks(db, "w", [], limit=1) == [(first, "a", False)]
-    assert _claim_with_acks(db, "w", [(first, 1)], limit=2) == [(second, "a", False), (third, None, True)]
+    listening = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute("LISTEN pgqueue_jobs")
-        count(db, statements.record_outcomes(worker_id="w", started=(), completed=[(second, 1, None)]))
+        worker = start_worker(dsn, "--concurrency", "4", "--poll-interval", "120")
+        try:
+            # Idle and listening (its claims at start have found nothing): one claim, on the enqueue's notification.
+            wait_until(lambda: db.execute(listening).fetchone()[0] >= 2, what="the worker listening")
+            time.sleep(0.5)
+            jobs.enqueue_many([("limited", {"n": n, "seconds": 1.0}) for n in range(4)])
+            wait_until(lambda: _count(db, "running") == 3, what="3 limited jobs running")
+            assert (_count(db, "pending"), _count(db, "held")) == (1, 0)
+            list(listener.notifies(timeout=0.2))  # the enqueue's
+        finally:
+            output = stop(worker)
+        assert (_count(db, "completed"), _count(db, "pending")) == (3, 1), output
         told = [json.loads(note.payload) for note in listener.notifies(timeout=5, stop_after=1)]
-        assert told == [{"queue": "default", "run_at": 0}]
-        assert _claim_with_acks(db, "v", []) == [(third, "a", False)]
-        count(db, statements.record_outcomes(worker_id="v", started=(), completed=[(third, 1, None)]))
-        assert list(listener.notifies(timeout=0.5)) == []
-    assert _statuses(db) == {first: "completed", second: "completed", third: "completed"}
+    assert told == [{"queue": "default", "run_at": 0}]
 
 
 def test_a_freed_slot_is_not_handed_to_a_held_job_of_a_paused_queue(db: psycopg.Connection) -> None:
