@@ -1,10 +1,13 @@
-"""The claim's functions keep their plans: no statement of a claim is planned again on every call.
+"""The claim's functions keep their plans, one limited task's candidates are decided at once, and a claim that took
+a slot of a limit leaves the jobs of that limit it cannot start pending.
 
 - `pgqueue.pending_in_line`, `pgqueue.queue_pending_in_line` (migration 0017), `pgqueue.held_in_line` (0015) and
   `pgqueue.stripe_running` (0016) become PL/pgSQL functions, the same query in each.
 - `pgqueue.grant_limits` (0016) uses generic plans only, planned with sequential scans and JIT off; and when
   every candidate is under the same one concurrency limit and no rate (one limited task, the common case), it
   decides for all of them at once instead of one by one.
+- `grant_limits` leaves a job it denies a slot pending (`no_slot`) instead of parking it (`held`) when the same claim
+  took a slot of that key (HAND_ON below).
 
 Why: on PostgreSQL before 18 a SQL function that is not inlined (one with SET options, like the three picks, or a
 scalar one that reads a table, like stripe_running) is parsed and planned again on every call; a PL/pgSQL
@@ -23,7 +26,15 @@ stripe by stripe in the order the loop tries them, and each one left over is hel
 when the worker would only hold it in memory. The locks and counts are the loop's: the key's own lock shared, then
 the first stripe with slots tried and counted; only when it cannot take every candidate, the other stripes that
 look free in that count tried, and all the stripes held counted once more. So the limit is as exact as before
-(every slot granted was counted free under its stripe's lock, in a snapshot taken after that lock).
+(every slot granted was counted free under its stripe's lock, in a snapshot taken after that lock). With it,
+the same pgbench: 0.69 / 0.88 / 1.41 ms.
+
+Why the hand-on: while a limit binds, a claim that completes jobs takes their slots again and met a full limit for
+the rest of its batch, and parked every job it picked beyond them (a row write, and a wake later: 2.31 row updates
+per job in a drain under a binding limit of 50, against 2.00 unlimited). Its worker holds slots of the key and
+claims again as each frees (the claim's answer says `slotted`), so it takes those jobs then anyway; parking is left
+to claims that took no slot of the key, whose workers may never come back for it (so idle workers still do not spin
+on such jobs). A worker that stops tells the queues it held slots in (worker/worker.py).
 
 A generic plan is made once per session, whatever the statistics are then: each of these functions is planned
 with sequential scans off (or, for the picks, with sorts and bitmap scans off, as before), so the kept plans use

@@ -120,8 +120,8 @@ COPY pgqueue.jobs (id, queue, task, args, priority, max_attempts, meta, trace_co
 -- args come back as text: the worker parses each job's on its own, so one unreadable row fails alone.
 -- Limits (pgqueue.limits, read once per claim like the paused queues): picked jobs of a limited task or queue
 -- go through pgqueue.grant_limits (migrations 0008 and 0014), which grants free slots and rate starts exactly.
--- A job denied a slot is parked as `held` (but see no_slot below); one a full rate window turns away stays pending with run_at moved to
--- when a start frees (`deferred_by`, `due_at`); both uncharged, and both come back with `held` true so the worker
+-- A job denied a slot is parked as `held` (but see no_slot below); one a full rate window turns away stays
+-- pending with run_at moved to when a start frees (`deferred_by`, `due_at`); both uncharged, and both come back with `held` true so the worker
 -- knows the batch was not short for want of jobs. A rate-limited job that would only wait in the worker's
 -- memory (no free slot there: `free`) is not claimed at all and comes back as a `no_slot` row, so that a start
 -- is counted only for a handler about to run; so does a job under a concurrency limit that it would only hold

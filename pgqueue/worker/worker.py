@@ -342,6 +342,8 @@ class Worker:
                 await self.connection.count(statements.notify_queue(queue_name))
             except psycopg.OperationalError:
                 return  # their polls find the jobs
+            except psycopg.Error as exc:  # a hand-written queue name too long for a notification, say
+                log.warning("could not notify queue %s: %s", shown(queue_name), first_line(exc))
 
     async def _release(self, attempts: list[Attempt], reason: str | None, what: str) -> None:
         """Jobs (claimed ahead, or cut short) go back to pending at once, their attempt not counted."""

@@ -304,6 +304,28 @@ def test_a_stopping_worker_tells_the_queues_it_held_slots_in(jobs: Queue, dsn: s
     assert told == [{"queue": "default", "run_at": 0}]
 
 
+@pytest.mark.timeout(120)
+def test_a_queue_name_too_long_to_notify_costs_only_a_warning_at_stop(
+    jobs: Queue, dsn: str, db: psycopg.Connection
+) -> None:
+    """A limited job moved by hand into a queue whose name is longer than a notification can carry (an insert
+    there fails: its own notification would): the worker runs it, and at its stop the notice to that queue fails
+    with one warning, not a traceback."""
+    db.execute(
+        "INSERT INTO pgqueue.jobs (queue, task, args, run_at) VALUES ('q', 'limited', %s, 'infinity')", ('{"n": 1}',)
+    )
+    db.execute("UPDATE pgqueue.jobs SET queue = repeat('q', 9000), run_at = now()")
+    worker = start_worker(dsn, "--concurrency", "2", "--poll-interval", "120")
+    try:
+        wait_until(lambda: _count(db, "completed") == 1, what="the job done")
+    finally:
+        output = stop(worker)
+    assert worker.returncode == 0, output
+    assert "Traceback" not in output, output
+    warnings = [line for line in output.splitlines() if "could not notify queue" in line]
+    assert len(warnings) == 1 and len(warnings[0]) < 400, warnings
+
+
 def test_a_freed_slot_is_not_handed_to_a_held_job_of_a_paused_queue(db: psycopg.Connection) -> None:
     """The held job's queue is paused: the claim leaves it, and the completion wakes it (pending, for when the
     queue resumes) as it did before claims took held jobs."""
