@@ -323,8 +323,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for setting in GRANT_LIMITS_SETTINGS:
-        op.execute(f"ALTER FUNCTION {GRANT_LIMITS_SIGNATURE} RESET {setting.split(' ')[0]}")
+    # CREATE OR REPLACE also drops the settings the upgrade gave grant_limits.
     stripes = _migration("0016_limit_stripes.py")
     pending = _migration("0017_pending_in_line.py")
     held = _migration("0015_held_in_line.py")

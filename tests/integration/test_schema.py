@@ -399,6 +399,28 @@ def test_wheel_ships_migrations(tmp_path: Path) -> None:
         assert f"pgqueue/{package}/__init__.py" in names
 
 
+def test_the_claims_functions_keep_their_plans(db: psycopg.Connection) -> None:
+    """Before PostgreSQL 18 a SQL function that is not inlined (one with SET options) is planned again on every
+    call (migration 0023): the claim's picks and counts are PL/pgSQL, whose plans last the session, and the only
+    SQL function with settings is reserve_job_ids (run as its owner, once per batch written with COPY). grant_limits
+    plans its statements once for any values."""
+    rows = dict(
+        db.execute(
+            "SELECT p.proname, l.lanname FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang "
+            "WHERE p.pronamespace = 'pgqueue'::regnamespace"
+        ).fetchall()
+    )
+    claims = ("pending_in_line", "queue_pending_in_line", "held_in_line", "stripe_running", "grant_limits")
+    assert {name: rows[name] for name in claims} == dict.fromkeys(claims, "plpgsql")
+    configured_sql = db.execute(
+        "SELECT p.proname FROM pg_proc AS p JOIN pg_language AS l ON l.oid = p.prolang "
+        "WHERE p.pronamespace = 'pgqueue'::regnamespace AND l.lanname = 'sql' AND p.proconfig IS NOT NULL"
+    ).fetchall()
+    assert configured_sql == [("reserve_job_ids",)]
+    (config,) = db.execute("SELECT proconfig FROM pg_proc WHERE proname = 'grant_limits'").fetchone()
+    assert "plan_cache_mode=force_generic_plan" in config, config
+
+
 def test_the_functions_planned_with_sequential_scans_off_never_jit_compile(db: psycopg.Connection) -> None:
     """Before PostgreSQL 18 a step a setting disables is priced over jit_above_cost: a statement of such a function
     with no other way would be compiled to machine code each time it is planned (66 ms in a trial). Each function
